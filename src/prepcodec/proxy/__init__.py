@@ -1,0 +1,1 @@
+"""prepcodec.proxy"""

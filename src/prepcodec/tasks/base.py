@@ -1,0 +1,39 @@
+"""The task contract: a downstream vision model that predicts, scores, and gives image gradients.
+
+Images are float RGB in [0, 1], NCHW, any size; the task resizes / letterboxes differentiably.
+Targets are ground truth or pseudo-labels (the same model's predictions on the uncompressed image).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+
+class Task(ABC):
+    """A pretrained vision model behind one interface (see module docstring)."""
+
+    name: str
+    kind: str  # "classification" | "detection" | "pose" | "segmentation"
+
+    @abstractmethod
+    def predict(self, images: torch.Tensor) -> list[Any]:
+        """Per-image predictions (no gradient)."""
+
+    @abstractmethod
+    def pseudo_targets(self, images: torch.Tensor) -> Any:
+        """Teacher targets from uncompressed images, in the form `loss` and `metric` accept."""
+
+    @abstractmethod
+    def loss(self, images: torch.Tensor, targets: Any) -> torch.Tensor:
+        """Scalar loss, differentiable w.r.t. `images`."""
+
+    @abstractmethod
+    def metric(self, predictions: list[Any], targets: Any) -> float:
+        """Task accuracy (top-1, mAP, OKS-AP, mIoU) of predictions against targets."""
+
+    def to(self, device: str | torch.device) -> Task:
+        """Move the model to a device; returns self."""
+        return self
