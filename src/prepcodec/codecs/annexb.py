@@ -1,0 +1,86 @@
+"""Annex-B helpers shared by the HEVC and VVC codecs.
+
+4:2:0 streams can only crop by even amounts (the conformance window counts in chroma samples), so an odd-sized
+image is coded one row/column larger and its true size rides in a tiny user-data-unregistered SEI NAL appended
+after the picture. Stock decoders ignore it (and show the even-sized picture); ours crops back exactly. Even
+sizes >= 16 px add no bytes. Every stream ends with an end-of-bitstream NAL so truncation is detectable.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_START = b"\x00\x00\x00\x01"
+# Random UUID that marks our size SEI ("prepcodec size v1").
+SIZE_UUID = bytes.fromhex("9b1f5c1a7e0a4d3c8f2e6b7d5a4c3e21")
+_USER_DATA_UNREGISTERED = 5
+
+# Two-byte NAL headers of a suffix SEI (layer 0, temporal id 0).
+SUFFIX_SEI_HEADER = {
+    "hevc": bytes([40 << 1, 1]),  # forbidden(1) type(6) layer(6) tid+1(3): type 40 = SUFFIX_SEI_NUT
+    "vvc": bytes([0, (24 << 3) | 1]),  # forbidden(1) reserved(1) layer(6) | type(5) tid+1(3): 24 = SUFFIX_SEI_NUT
+}
+
+
+# End-of-bitstream NAL units (HEVC EOB_NUT 37, VVC EOB_NUT 22) with a 3-byte start code: 5 bytes that let the
+# decoder tell a complete raw stream from a truncated one (raw Annex-B has no length field, and FFmpeg silently
+# conceals a cut-off slice).
+END_OF_BITSTREAM = {"hevc": b"\x00\x00\x01" + bytes([37 << 1, 1]), "vvc": b"\x00\x00\x01" + bytes([0, (22 << 3) | 1])}
+
+
+def is_complete(kind: str, data: bytes) -> bool:
+    """True when the stream ends with its end-of-bitstream NAL (trailing zero bytes allowed)."""
+    return data.rstrip(b"\x00").endswith(END_OF_BITSTREAM[kind])
+
+
+def _emulation_prevent(rbsp: bytes) -> bytes:
+    """Insert 0x03 after every 00 00 that precedes a byte <= 3 (ITU-T H.265 7.4.2)."""
+    out = bytearray()
+    zeros = 0
+    for b in rbsp:
+        if zeros >= 2 and b <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return bytes(out)
+
+
+def _unescape(ebsp: bytes) -> bytes:
+    return ebsp.replace(b"\x00\x00\x03", b"\x00\x00")
+
+
+def size_sei(kind: str, width: int, height: int) -> bytes:
+    """A complete Annex-B suffix-SEI NAL carrying the true (width, height)."""
+    payload = SIZE_UUID + struct.pack(">II", width, height)
+    rbsp = bytes([_USER_DATA_UNREGISTERED, len(payload)]) + payload + b"\x80"  # + rbsp_trailing_bits
+    return _START + SUFFIX_SEI_HEADER[kind] + _emulation_prevent(rbsp)
+
+
+def split_nals(data: bytes) -> list[bytes]:
+    """NAL unit payloads (header included) of an Annex-B stream; empty list when there is no start code."""
+    nals = []
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        start = i + 3
+        j = data.find(b"\x00\x00\x01", start)
+        end = len(data) if j < 0 else j
+        nal = data[start:end]
+        if j >= 0 and nal.endswith(b"\x00"):
+            nal = nal.rstrip(b"\x00")  # trailing zero of a 4-byte start code
+        nals.append(nal)
+        i = j
+    return nals
+
+
+def read_size_sei(kind: str, data: bytes) -> tuple[int, int] | None:
+    """The (width, height) stored by `size_sei`, or None when the stream has none."""
+    header = SUFFIX_SEI_HEADER[kind]
+    for nal in split_nals(data):
+        if nal[:2] != header:
+            continue
+        rbsp = _unescape(nal[2:])
+        if len(rbsp) >= 2 + 24 and rbsp[0] == _USER_DATA_UNREGISTERED and rbsp[2:18] == SIZE_UUID:
+            width, height = struct.unpack(">II", rbsp[18:26])
+            return width, height
+    return None

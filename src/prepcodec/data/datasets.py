@@ -1,0 +1,203 @@
+"""Named data sets with fixed, deterministic splits (documented in docs/evaluation.md, "Evaluation sets").
+
+Every split is a pure function of the sorted file names, so the same folder always gives the same images, ids,
+labels and pixels. Positions are 0-based indices into the name-sorted file list.
+
+| name             | folder (under shared_data_dir())  | images                      | pixels the codec sees          |
+|------------------|-----------------------------------|-----------------------------|--------------------------------|
+| imagenet-eval    | imagenet-samples/                 | odd positions (500)         | shorter side 256, centre 256²  |
+| imagenet-train   | imagenet-samples/                 | even positions (500)        | shorter side 256, centre 256²  |
+| coco-val         | coco-val-subset/images/           | all 79                      | native resolution              |
+| photos-eval      | photos/                           | positions 3, 7, 11, ... (23) | longer side 640                |
+| photos-train     | photos/                           | the other positions (69)    | longer side 640                |
+| kodak            | kodak/                            | all 24                      | native (768x512 / 512x768)     |
+| samples          | bundled in the package            | all 5                       | native                         |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from prepcodec.data.images import list_images, load_image
+from prepcodec.errors import DataMissing, InputError
+
+ENV_VAR = "PREPCODEC_SHARED_DATA"
+IMAGENET_SIDE = 256
+PHOTOS_LONG_SIDE = 640
+IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a data set: a stable id (the file stem), its file and its label (class index or None)."""
+
+    id: str
+    path: Path
+    label: int | None = None
+
+
+@dataclass
+class Dataset:
+    """A named, ordered list of images plus the rule that turns a file into the pixels the codec encodes."""
+
+    name: str
+    items: list[Item]
+    transform: Callable[[np.ndarray], np.ndarray] = field(default=lambda a: a, repr=False)
+    description: str = ""
+    instances_json: Path | None = None  # coco-val: COCO boxes/masks ground truth
+    keypoints_json: Path | None = None  # coco-val: COCO person keypoints ground truth
+    coco_ids: dict[str, int] = field(default_factory=dict, repr=False)  # coco-val: item id -> COCO image id
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, item: Item, notes: list[str] | None = None) -> np.ndarray:
+        """The RGB uint8 HxWx3 pixels of `item` after this set's resize/crop rule."""
+        return self.transform(load_image(item.path, notes))
+
+
+def image_hash(rgb: np.ndarray) -> str:
+    """Content hash of exact pixels (shape and dtype included), for result caches keyed by what the codec sees."""
+    h = hashlib.sha256(f"{rgb.shape}|{rgb.dtype}".encode())
+    h.update(np.ascontiguousarray(rgb).tobytes())
+    return h.hexdigest()
+
+
+def _repo_root() -> Path | None:
+    """The source checkout holding this file (the first parent with a pyproject.toml), if any."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "pyproject.toml").is_file():
+            return parent
+    return None
+
+
+def shared_data_dir() -> Path:
+    """`$PREPCODEC_SHARED_DATA`, else `../shared/data` from the current folder or from the repository root."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_dir():
+            raise DataMissing(f"{ENV_VAR}={env} is not a folder")
+        return p.resolve()
+    candidates = [Path.cwd() / ".." / "shared" / "data"]
+    root = _repo_root()
+    if root is not None:
+        candidates.append(root / ".." / "shared" / "data")
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    tried = ", ".join(str(c.resolve()) for c in candidates)
+    raise DataMissing(f"shared data folder not found (tried {tried}); set {ENV_VAR} to its location")
+
+
+def _shared_folder(sub: str, dataset: str) -> Path:
+    folder = shared_data_dir() / sub
+    if not folder.is_dir():
+        raise DataMissing(f"data set {dataset!r} needs {folder}, which does not exist")
+    return folder
+
+
+def _sorted_images(folder: Path, dataset: str) -> list[Path]:
+    try:
+        return list_images(folder)
+    except InputError as exc:
+        raise DataMissing(f"data set {dataset!r}: {exc}") from exc
+
+
+def resize_short_center_crop(rgb: np.ndarray, side: int = IMAGENET_SIDE) -> np.ndarray:
+    """Shorter side -> `side` (bicubic, antialiased), then the centre `side` x `side` crop."""
+    h, w = rgb.shape[:2]
+    scale = side / min(h, w)
+    nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
+    im = Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - side) // 2, (nh - side) // 2
+    return np.asarray(im.crop((left, top, left + side, top + side)), dtype=np.uint8).copy()
+
+
+def resize_long_side(rgb: np.ndarray, side: int = PHOTOS_LONG_SIDE) -> np.ndarray:
+    """Longer side -> `side` (bicubic, antialiased when shrinking), aspect ratio kept."""
+    h, w = rgb.shape[:2]
+    if max(h, w) == side:
+        return rgb
+    scale = side / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    return np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BICUBIC), dtype=np.uint8).copy()
+
+
+def _imagenet(name: str) -> Dataset:
+    files = _sorted_images(_shared_folder("imagenet-samples", name), name)
+    wnids = sorted({p.stem.split("_", 1)[0] for p in files})
+    if len(wnids) != IMAGENET_CLASSES:
+        raise DataMissing(
+            f"data set {name!r}: found {len(wnids)} ImageNet classes, need all {IMAGENET_CLASSES} "
+            "(class index = rank of the wnid among the sorted wnids)"
+        )
+    rank = {w: i for i, w in enumerate(wnids)}
+    parity = 1 if name == "imagenet-eval" else 0
+    items = [Item(p.stem, p, rank[p.stem.split("_", 1)[0]]) for i, p in enumerate(files) if i % 2 == parity]
+    return Dataset(name, items, resize_short_center_crop,
+                   "ImageNet-1k, one photo per class; shorter side 256, centre crop 256x256")
+
+
+def _photos(name: str) -> Dataset:
+    files = _sorted_images(_shared_folder("photos", name), name)
+    keep = (lambda i: i % 4 == 3) if name == "photos-eval" else (lambda i: i % 4 != 3)
+    items = [Item(p.stem, p) for i, p in enumerate(files) if keep(i)]
+    return Dataset(name, items, resize_long_side, "curated photographs; longer side 640")
+
+
+def _coco(name: str) -> Dataset:
+    root = _shared_folder("coco-val-subset", name)
+    instances, keypoints = root / "instances.json", root / "person_keypoints.json"
+    for f in (instances, keypoints):
+        if not f.is_file():
+            raise DataMissing(f"data set {name!r} needs {f}, which does not exist")
+    files = _sorted_images(root / "images", name)
+    ids = {im["file_name"]: int(im["id"]) for im in json.loads(instances.read_text())["images"]}
+    items = [Item(p.stem, p) for p in files]
+    coco_ids = {p.stem: ids.get(p.name, int(p.stem) if p.stem.isdigit() else -1) for p in files}
+    return Dataset(name, items, description="COCO val2017 subset with ground truth; native resolution",
+                   instances_json=instances, keypoints_json=keypoints, coco_ids=coco_ids)
+
+
+def _kodak(name: str) -> Dataset:
+    files = _sorted_images(_shared_folder("kodak", name), name)
+    return Dataset(name, [Item(p.stem, p) for p in files], description="Kodak Lossless True Color Image Suite")
+
+
+def _samples(name: str) -> Dataset:
+    from prepcodec.data.samples import sample_paths
+
+    return Dataset(name, [Item(p.stem, p) for p in sample_paths()], description="bundled sample photos")
+
+
+_BUILDERS: dict[str, Callable[[str], Dataset]] = {
+    "imagenet-eval": _imagenet,
+    "imagenet-train": _imagenet,
+    "coco-val": _coco,
+    "photos-eval": _photos,
+    "photos-train": _photos,
+    "kodak": _kodak,
+    "samples": _samples,
+}
+
+
+def list_datasets() -> list[str]:
+    """Names `get_dataset` accepts."""
+    return list(_BUILDERS)
+
+
+def get_dataset(name: str) -> Dataset:
+    """The data set called `name`: InputError for an unknown name, DataMissing when its folder is absent."""
+    key = str(name).strip().lower()
+    if key not in _BUILDERS:
+        raise InputError(f"unknown data set {name!r}; choose one of {', '.join(_BUILDERS)}")
+    return _BUILDERS[key](key)

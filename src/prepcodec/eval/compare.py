@@ -1,0 +1,203 @@
+"""BD-rate between runs at equal task accuracy, with a paired bootstrap 95 % confidence interval over images.
+
+Accuracy curves are noisy, and a cubic fit through noisy points can invent savings. So:
+- both curves are reduced to their monotone envelope before fitting;
+- BD-rate is reported with the cubic and the piecewise-cubic (pchip) fit, and flagged when they disagree by more
+  than the interval width;
+- the interval resamples image indices jointly for both runs (paired: the same images in both curves), recomputes
+  both curves and the BD-rate, and takes the 2.5 / 97.5 percentiles;
+- curves that do not overlap in accuracy are refused (no extrapolated BD-rate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prepcodec.errors import InputError
+from prepcodec.eval.records import METRIC_NAMES, ImageRecord, Run
+from prepcodec.eval.scoring import GroundTruth, LevelScorer
+
+DEFAULT_BOOTSTRAP = 1000
+
+
+@dataclass
+class Curve:
+    """One run restricted to a common image list: a scorer per level."""
+
+    levels: list[float]
+    scorers: list[LevelScorer]
+
+    def points(self, metric: str, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(mean bpp, metric) per level over images `idx`."""
+        rates = np.array([s.mean_bpp(idx) for s in self.scorers])
+        quality = np.array([s.score(metric, idx) for s in self.scorers])
+        return rates, quality
+
+
+@dataclass
+class CompareRow:
+    """BD-rate of one run against the anchor (percent; negative = fewer bits at equal accuracy)."""
+
+    run: str
+    bd_rate_pct: float
+    bd_rate_pchip_pct: float
+    ci95_pct: list[float]
+    ci95_pchip_pct: list[float]
+    n_images: int
+    n_boot_ok: int
+    n_boot: int
+    disagreement: bool  # |cubic - pchip| > CI width: the fit, not the data, decides the number
+
+    def to_json(self) -> dict:
+        """Stable keys first; an interval that could not be computed is null (strict JSON has no NaN)."""
+
+        def clean(v: list[float]) -> list[float | None]:
+            return [x if np.isfinite(x) else None for x in v]
+
+        return {
+            "run": self.run, "bd_rate_pct": self.bd_rate_pct, "bd_rate_pchip_pct": self.bd_rate_pchip_pct,
+            "ci95_pct": clean(self.ci95_pct), "ci95_pchip_pct": clean(self.ci95_pchip_pct), "n_images": self.n_images,
+            "n_boot_ok": self.n_boot_ok, "n_boot": self.n_boot, "disagreement": self.disagreement,
+        }
+
+
+@dataclass
+class Comparison:
+    anchor: str
+    metric: str
+    rows: list[CompareRow]
+    curves: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # run -> (bpp, metric)
+    n_plotted: int = 0  # images shared by all runs: the curves are drawn over these
+
+
+@dataclass
+class RunGroup:
+    """One curve: a single run, or several runs whose points together form a best-of envelope
+    (e.g. a blur sweep at several strengths: the envelope is the best any strength achieves at each rate)."""
+
+    name: str
+    runs: list[Run]
+
+
+def ground_truth(run: Run) -> GroundTruth:
+    """Ground-truth files a run was scored against (from its manifest)."""
+    gt = run.manifest.get("ground_truth") or {}
+    paths = {}
+    for k in ("instances_json", "keypoints_json"):
+        if gt.get(k):
+            p = Path(gt[k])
+            if not p.is_file():
+                raise InputError(f"{run.name}: ground truth {p} (from its manifest) is missing")
+            paths[k] = p
+    return GroundTruth(**paths)
+
+
+def build_curve(group: RunGroup, images: list[str]) -> Curve:
+    """Scorers for every (run, level) of the group over exactly `images`, so two curves index the same images."""
+    levels, scorers = [], []
+    for run in group.runs:
+        by_level: dict[float, dict[str, ImageRecord]] = {}
+        for r in run.records:
+            by_level.setdefault(r.level, {})[r.image] = r
+        gt = ground_truth(run)
+        for lv in sorted(by_level):
+            levels.append(lv)
+            scorers.append(LevelScorer([by_level[lv][i] for i in images], gt))
+    return Curve(levels, scorers)
+
+
+def common_images(*groups: RunGroup) -> list[str]:
+    """Image ids present at every level of every run of the groups."""
+    sets = []
+    for group in groups:
+        for run in group.runs:
+            by_level: dict[float, set[str]] = {}
+            for r in run.records:
+                by_level.setdefault(r.level, set()).add(r.image)
+            sets.extend(by_level.values())
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def bd_pair(ra, qa, rb, qb) -> tuple[float, float]:
+    """(cubic, pchip) BD-rate of b vs a on their monotone envelopes.
+
+    Raises ValueError (bdrate.CurveError) when they cannot be compared: no overlap in accuracy, or an envelope
+    with fewer points than a cubic needs.
+    """
+    from prepcodec.eval.bdrate import bd_rate, monotone_envelope
+
+    ra, qa = monotone_envelope(ra, qa)
+    rb, qb = monotone_envelope(rb, qb)
+    return float(bd_rate(ra, qa, rb, qb, method="cubic")), float(bd_rate(ra, qa, rb, qb, method="pchip"))
+
+
+def _ci(values: list[float]) -> list[float]:
+    if not values:
+        return [float("nan"), float("nan")]
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def compare_pair(
+    anchor: RunGroup, other: RunGroup, metric: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> CompareRow:
+    """BD-rate of `other` vs `anchor` with the paired bootstrap interval over their common images."""
+    images = common_images(anchor, other)
+    if not images:
+        raise InputError(f"{anchor.name} and {other.name} share no image measured at all levels")
+    ca, cb = build_curve(anchor, images), build_curve(other, images)
+    for group, curve in ((anchor, ca), (other, cb)):
+        for scorer in curve.scorers:
+            if metric not in scorer.metrics:
+                have = ", ".join(scorer.metrics) or "none"
+                raise InputError(f"run {group.name} has no metric {metric!r} (it has: {have})")
+    try:
+        cubic, pchip = bd_pair(*ca.points(metric), *cb.points(metric))
+    except ValueError as exc:  # CurveError is also an InputError; re-raise with the run names
+        raise InputError(f"cannot compare {other.name} with {anchor.name} on {metric}: {exc}") from None
+    rng = np.random.default_rng(seed)
+    n = len(images)
+    boot_c, boot_p = [], []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        try:
+            c, p = bd_pair(*ca.points(metric, idx), *cb.points(metric, idx))
+        except (ValueError, ArithmeticError):
+            continue  # this resample's curves do not overlap: it says nothing about the BD-rate
+        if np.isfinite(c) and np.isfinite(p):
+            boot_c.append(c)
+            boot_p.append(p)
+    ci, ci_p = _ci(boot_c), _ci(boot_p)
+    width = ci[1] - ci[0]
+    return CompareRow(
+        run=other.name, bd_rate_pct=cubic, bd_rate_pchip_pct=pchip, ci95_pct=ci, ci95_pchip_pct=ci_p,
+        n_images=n, n_boot_ok=len(boot_c), n_boot=n_boot,
+        # no usable resample: flag it unless no bootstrap was asked for
+        disagreement=bool(abs(cubic - pchip) > width) if np.isfinite(width) else n_boot > 0,
+    )
+
+
+def compare_runs(
+    runs: list[Run | RunGroup], metric: str, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> Comparison:
+    """BD-rate of every run (or envelope group) against the first."""
+    if metric not in METRIC_NAMES:
+        raise InputError(f"unknown metric {metric!r}; expected one of {', '.join(METRIC_NAMES)}")
+    if len(runs) < 2:
+        raise InputError("compare needs at least two runs (the first is the anchor)")
+    groups = [r if isinstance(r, RunGroup) else RunGroup(r.name, [r]) for r in runs]
+    anchor = groups[0]
+    rows = [compare_pair(anchor, other, metric, n_boot, seed) for other in groups[1:]]
+    curves = {}
+    shown = common_images(*groups)  # plot every curve on the same images (those all runs share)
+    for group in groups:
+        rates, quality = build_curve(group, shown).points(metric)
+        if len(group.runs) > 1:  # an envelope group is drawn as its envelope, not as a zig-zag of all points
+            from prepcodec.eval.bdrate import monotone_envelope
+
+            rates, quality = monotone_envelope(rates, quality)
+        curves[group.name] = (rates.tolist(), quality.tolist())
+    return Comparison(anchor.name, metric, rows, curves, len(shown))

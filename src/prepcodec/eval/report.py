@@ -1,0 +1,94 @@
+"""Human-readable outputs of a comparison and of a sweep: Markdown tables and the RD plot PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prepcodec.atomic import atomic_path, write_text
+from prepcodec.eval.compare import Comparison
+from prepcodec.eval.records import TASK_METRICS, LevelSummary
+
+METRIC_LABELS = {
+    "top1": "top-1 accuracy (%)", "agreement": "top-1 agreement with teacher (%)", "map": "mAP@[.5:.95] (%)",
+    "map50": "mAP@.5 (%)", "pose_ap": "keypoint AP (OKS) (%)", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM",
+}
+
+
+def _display(metric: str, value: float) -> float:
+    """Task metrics print as percent, fidelity metrics in their own units."""
+    return 100 * value if metric in TASK_METRICS else value
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v != v else f"{v:+.2f} %"
+
+
+def comparison_markdown(cmp: Comparison) -> str:
+    """Markdown table: one row per run vs the anchor, with interval and the cubic/pchip disagreement flag."""
+    lines = [
+        f"BD-rate vs `{cmp.anchor}` at equal {cmp.metric} "
+        "(negative = fewer bits; monotone envelope; paired bootstrap over images)",
+        "",
+        "| run | BD-rate (cubic) | 95 % CI | BD-rate (pchip) | images | resamples used | flag |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in cmp.rows:
+        flag = "cubic/pchip disagree by more than the CI width" if r.disagreement else ""
+        lines.append(
+            f"| {r.run} | {_pct(r.bd_rate_pct)} | [{r.ci95_pct[0]:+.2f}, {r.ci95_pct[1]:+.2f}] | "
+            f"{_pct(r.bd_rate_pchip_pct)} | {r.n_images} | {r.n_boot_ok}/{r.n_boot} | {flag} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(summaries: list[LevelSummary]) -> str:
+    """Per-level table of a sweep (only the metrics the task has)."""
+    metrics = [m for m in TASK_METRICS if any(getattr(s, m) is not None for s in summaries)]
+    head = ["level", "n", "bpp", "PSNR", "MS-SSIM", *metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for s in summaries:
+        cells = [f"{s.level:g}", str(s.n), f"{s.bpp:.4f}", f"{s.psnr:.2f}", f"{s.ms_ssim:.4f}"]
+        cells += [f"{100 * getattr(s, m):.2f}" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rd_plot(cmp: Comparison, path: Path) -> None:
+    """bpp vs metric, one curve per run, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    labels = {r.run: f"{r.run} ({r.bd_rate_pct:+.1f} %)" for r in cmp.rows}
+    for name, (rates, quality) in cmp.curves.items():
+        shown = [_display(cmp.metric, q) for q in quality]
+        ax.plot(rates, shown, marker="o", ms=3, label=labels.get(name, f"{name} (anchor)"))
+    ax.set_xlabel("bits per pixel (real bitstreams)")
+    ax.set_title(f"{cmp.n_plotted} images common to all runs", fontsize=9)
+    ax.set_ylabel(METRIC_LABELS.get(cmp.metric, cmp.metric))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
+
+
+def comparison_json(cmp: Comparison) -> list[dict]:
+    """Stable machine-readable form: per run {run, bd_rate_pct, bd_rate_pchip_pct, ci95_pct, ...}."""
+    return [{**r.to_json(), "anchor": cmp.anchor, "metric": cmp.metric} for r in cmp.rows]
+
+
+def write_comparison(cmp: Comparison, out: Path) -> list[Path]:
+    """compare.md, compare.json and rd_<metric>.png in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    md, js, png = out / "compare.md", out / "compare.json", out / f"rd_{cmp.metric}.png"
+    write_text(md, comparison_markdown(cmp))
+    write_text(js, json.dumps(comparison_json(cmp), indent=1) + "\n")
+    rd_plot(cmp, png)
+    return [md, js, png]

@@ -1,0 +1,246 @@
+"""Task accuracy from per-image records, for any subset of images (with repeats, for the bootstrap).
+
+Classification metrics are means of per-image indicators. COCO metrics (box mAP, keypoint AP) run pycocotools'
+per-image matching once (`COCOeval.evaluate`) and then re-accumulate precision/recall over any multiset of
+images with the same algorithm as `COCOeval.accumulate`, so a bootstrap resample costs milliseconds and the
+full-set value equals pycocotools' own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prepcodec.eval.records import ImageRecord
+
+TEACHER_SCORE_THRESHOLD = 0.3  # teacher detections / keypoints above this score are pseudo ground truth
+
+
+def prediction_summary(kind: str, pred: dict[str, Any]) -> dict[str, Any]:
+    """Compact, JSON-able form of one task prediction (what records store)."""
+    if kind == "classification":
+        top = pred["top5"][0]
+        return {"top1": int(top["index"]), "score": float(top["score"])}
+    if kind == "detection":
+        return {
+            "boxes": [[float(v) for v in b] for b in pred["boxes"].tolist()],
+            "scores": [float(s) for s in pred["scores"].tolist()],
+            "category_ids": [int(c) for c in pred["category_ids"].tolist()],
+        }
+    if kind == "pose":
+        return {"keypoints": [[float(v) for v in k] for k in pred["keypoints"].tolist()]}
+    raise ValueError(f"task kind {kind!r} has no evaluation metric yet")
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """COCO ground-truth files of a data set (None: compare against the teacher instead)."""
+
+    instances_json: Path | None = None
+    keypoints_json: Path | None = None
+
+
+def _quiet(fn, *args, **kwargs):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+def _coco(dataset: dict[str, Any]):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = dataset
+    _quiet(coco.createIndex)
+    return coco
+
+
+class CocoScorer:
+    """Per-image COCO matching done once; AP over any multiset of images afterwards."""
+
+    def __init__(self, gt: dict[str, Any], dets: list[dict[str, Any]], n_images: int, iou_type: str) -> None:
+        from pycocotools.cocoeval import COCOeval
+
+        self.n_images = n_images
+        coco_gt = _coco(gt)
+        coco_dt = _quiet(coco_gt.loadRes, dets) if dets else _coco({**gt, "annotations": []})
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        ev.params.imgIds = list(range(n_images))
+        if iou_type == "keypoints":
+            ev.params.catIds = [1]
+        _quiet(ev.evaluate)
+        p = ev.params
+        self.iou_thrs = p.iouThrs
+        self.rec_thrs = p.recThrs
+        self.max_det = p.maxDets[-1]
+        n_area = len(p.areaRng)
+        # evalImgs is ordered [category][area range][image]; keep area range "all" (index 0)
+        self.per_cat: list[list[dict | None]] = []
+        for k in range(len(p.catIds)):
+            base = k * n_area * n_images
+            self.per_cat.append(ev.evalImgs[base : base + n_images])
+
+    def precision(self, idx: np.ndarray) -> np.ndarray:
+        """(T, R, K) precision like COCOeval.accumulate for area 'all' and the largest maxDet; -1 = no GT."""
+        n_t, n_r = len(self.iou_thrs), len(self.rec_thrs)
+        out = -np.ones((n_t, n_r, len(self.per_cat)))
+        for k, cat_imgs in enumerate(self.per_cat):
+            evals = [cat_imgs[i] for i in idx if cat_imgs[i] is not None]
+            if not evals:
+                continue
+            scores = np.concatenate([e["dtScores"][: self.max_det] for e in evals])
+            order = np.argsort(-scores, kind="mergesort")
+            dtm = np.concatenate([e["dtMatches"][:, : self.max_det] for e in evals], axis=1)[:, order]
+            dt_ig = np.concatenate([e["dtIgnore"][:, : self.max_det] for e in evals], axis=1)[:, order]
+            gt_ig = np.concatenate([e["gtIgnore"] for e in evals])
+            npig = np.count_nonzero(gt_ig == 0)
+            if npig == 0:
+                continue
+            tps = np.logical_and(dtm, np.logical_not(dt_ig))
+            fps = np.logical_and(np.logical_not(dtm), np.logical_not(dt_ig))
+            tp_sum = np.cumsum(tps, axis=1).astype(float)
+            fp_sum = np.cumsum(fps, axis=1).astype(float)
+            for t in range(n_t):
+                tp, fp = tp_sum[t], fp_sum[t]
+                q = np.zeros(n_r)
+                if len(tp):
+                    rc = tp / npig
+                    pr = (tp / (fp + tp + np.spacing(1))).tolist()
+                    for i in range(len(pr) - 1, 0, -1):
+                        if pr[i] > pr[i - 1]:
+                            pr[i - 1] = pr[i]
+                    inds = np.searchsorted(rc, self.rec_thrs, side="left")
+                    for ri, pi in enumerate(inds):
+                        if pi < len(pr):
+                            q[ri] = pr[pi]
+                out[t, :, k] = q
+        return out
+
+    @staticmethod
+    def _mean(p: np.ndarray) -> float:
+        valid = p[p > -1]
+        return float(valid.mean()) if valid.size else float("nan")
+
+    def ap(self, idx: np.ndarray) -> float:
+        return self._mean(self.precision(idx))
+
+    def ap50(self, idx: np.ndarray) -> float:
+        return self._mean(self.precision(idx)[0])
+
+
+def _box_gt_from_file(path: Path, files: list[str]) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text())
+    by_file = {im["file_name"]: im["id"] for im in data["images"]}
+    remap = {by_file[f]: i for i, f in enumerate(files) if f in by_file}
+    images = [{"id": i, "file_name": f} for i, f in enumerate(files)]
+    anns = []
+    for a in data["annotations"]:
+        if a["image_id"] in remap:
+            anns.append({**a, "image_id": remap[a["image_id"]], "id": len(anns) + 1})
+    return {"images": images, "annotations": anns, "categories": data["categories"]}
+
+
+def _box_gt_from_teacher(records: list[ImageRecord]) -> dict[str, Any]:
+    anns, cats = [], set()
+    for i, r in enumerate(records):
+        t = r.teacher
+        for box, score, cat in zip(t["boxes"], t["scores"], t["category_ids"], strict=True):
+            if score >= TEACHER_SCORE_THRESHOLD:
+                x1, y1, x2, y2 = box
+                w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
+                anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat, "bbox": [x1, y1, w, h],
+                             "area": w * h, "iscrowd": 0})
+                cats.add(cat)
+    return {"images": [{"id": i} for i in range(len(records))], "annotations": anns,
+            "categories": [{"id": c} for c in sorted(cats)]}
+
+
+def _kp_gt_from_teacher(records: list[ImageRecord]) -> dict[str, Any]:
+    anns = []
+    for i, r in enumerate(records):
+        kp = np.asarray(r.teacher["keypoints"])
+        vis = kp[:, 2] >= TEACHER_SCORE_THRESHOLD
+        if vis.sum() < 2:
+            continue
+        x0, y0 = kp[vis, 0].min(), kp[vis, 1].min()
+        w, h = kp[vis, 0].max() - x0, kp[vis, 1].max() - y0
+        flat = np.column_stack([kp[:, 0], kp[:, 1], np.where(vis, 2, 0)]).ravel().tolist()
+        anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "keypoints": flat,
+                     "num_keypoints": int(vis.sum()), "bbox": [x0, y0, w, h], "area": float(w * h), "iscrowd": 0})
+    return {"images": [{"id": i} for i in range(len(records))], "annotations": anns,
+            "categories": [{"id": 1, "name": "person"}]}
+
+
+def _detections(records: list[ImageRecord]) -> list[dict[str, Any]]:
+    dets = []
+    for i, r in enumerate(records):
+        p = r.pred
+        for box, score, cat in zip(p["boxes"], p["scores"], p["category_ids"], strict=True):
+            x1, y1, x2, y2 = box
+            dets.append({"image_id": i, "category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    return dets
+
+
+def _keypoint_dets(records: list[ImageRecord]) -> list[dict[str, Any]]:
+    dets = []
+    for i, r in enumerate(records):
+        kp = np.asarray(r.pred["keypoints"])
+        flat = np.column_stack([kp[:, 0], kp[:, 1], np.ones(len(kp))]).ravel().tolist()
+        dets.append({"image_id": i, "category_id": 1, "keypoints": flat, "score": float(kp[:, 2].mean())})
+    return dets
+
+
+class LevelScorer:
+    """All metrics of one level's records (sorted by image id), for any index multiset of those images.
+
+    Per-image means: psnr, ms_ssim, and for classifiers agreement (with the teacher) and top1 (labelled sets).
+    COCO metrics: map, map50 (detection), pose_ap (pose).
+    """
+
+    def __init__(self, records: list[ImageRecord], gt: GroundTruth | None = None) -> None:
+        self.records = records
+        self.bpp = np.array([r.bpp for r in records])
+        self._per_image: dict[str, np.ndarray] = {}
+        self._coco: dict[str, tuple[CocoScorer, str]] = {}
+        gt = gt or GroundTruth()
+        self._per_image["psnr"] = np.array([r.psnr for r in records])
+        self._per_image["ms_ssim"] = np.array([r.ms_ssim for r in records])
+        first = records[0].pred if records else {}
+        files = [r.file for r in records]
+        if "top1" in first:
+            self._per_image["agreement"] = np.array([r.pred["top1"] == r.teacher["top1"] for r in records], float)
+            if all(r.label is not None for r in records):
+                self._per_image["top1"] = np.array([r.pred["top1"] == r.label for r in records], float)
+        elif "boxes" in first:
+            gt_data = _box_gt_from_file(gt.instances_json, files) if gt.instances_json else _box_gt_from_teacher(
+                records)
+            scorer = CocoScorer(gt_data, _detections(records), len(records), "bbox")
+            self._coco["map"] = (scorer, "ap")
+            self._coco["map50"] = (scorer, "ap50")
+        elif "keypoints" in first:
+            gt_data = _box_gt_from_file(gt.keypoints_json, files) if gt.keypoints_json else _kp_gt_from_teacher(
+                records)
+            self._coco["pose_ap"] = (CocoScorer(gt_data, _keypoint_dets(records), len(records), "keypoints"), "ap")
+
+    @property
+    def metrics(self) -> list[str]:
+        return [*self._per_image, *self._coco]
+
+    def score(self, metric: str, idx: np.ndarray | None = None) -> float:
+        """Metric over images `idx` (default: all): task metrics in [0, 1], PSNR in dB, MS-SSIM in [0, 1]."""
+        if idx is None:
+            idx = np.arange(len(self.records))
+        if metric in self._per_image:
+            return float(self._per_image[metric][idx].mean())
+        if metric in self._coco:
+            scorer, which = self._coco[metric]
+            return getattr(scorer, which)(idx)
+        raise KeyError(metric)
+
+    def mean_bpp(self, idx: np.ndarray | None = None) -> float:
+        return float(self.bpp.mean() if idx is None else self.bpp[idx].mean())

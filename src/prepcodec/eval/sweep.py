@@ -1,0 +1,254 @@
+"""Rate–accuracy sweep: data set x task x codec x levels x preprocessor -> per-image records + per-level summaries.
+
+Per chunk of images: the teacher (task on the uncompressed image) and then, per level, preprocess -> real
+encode/decode in the codec process pool -> fidelity + task prediction on the decoded images (batched by size).
+Every (image, level) result is committed to the SQLite cache as soon as its chunk finishes, so a killed sweep
+resumes where it stopped and a repeated one only reads the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from prepcodec.errors import BackendUnavailable, InputError
+from prepcodec.eval.cache import CacheKey, ResultCache, image_hash
+from prepcodec.eval.records import ImageRecord, LevelSummary, environment_info, write_run
+from prepcodec.eval.scoring import GroundTruth, LevelScorer, prediction_summary
+
+DEFAULT_CACHE = Path("runs/cache.sqlite")
+
+
+@dataclass
+class SweepConfig:
+    """What a sweep measures (everything that changes a number is here and in the manifest)."""
+
+    data: str
+    task: str
+    codec: str
+    levels: Sequence[float]
+    pre: str = "none"
+    preset: str = "eval"
+    limit: int | None = None
+    workers: int | None = None
+    batch: int = 16
+    device: str = "cpu"
+    cache: Path = DEFAULT_CACHE
+
+
+@dataclass
+class SweepStats:
+    """Work done vs read from the cache (tests count encoder calls with this)."""
+
+    encoded: int = 0
+    cached: int = 0
+    teacher_computed: int = 0
+    wall_s: float = 0.0
+
+
+@dataclass
+class SweepResult:
+    records: list[ImageRecord]
+    summaries: list[LevelSummary]
+    manifest: dict[str, Any]
+    stats: SweepStats = field(default_factory=SweepStats)
+
+
+def parse_levels(text: str) -> list[float]:
+    """'22,25,28' -> [22.0, 25.0, 28.0]; InputError on junk or duplicates."""
+    try:
+        levels = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--levels must be comma-separated numbers, got {text!r}") from None
+    if not levels:
+        raise InputError("--levels is empty")
+    if len(set(levels)) != len(levels):
+        raise InputError(f"--levels has duplicates: {text!r}")
+    return levels
+
+
+def _level_text(level: float) -> str:
+    return f"{float(level):g}"
+
+
+def _to_batch(images: list[np.ndarray], device: str) -> torch.Tensor:
+    arr = np.stack(images).astype(np.float32) / 255.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def _predict(task, images: list[np.ndarray], batch: int, device: str) -> list[dict[str, Any]]:
+    """Task predictions for images of any sizes: grouped by shape, batched, returned in input order."""
+    out: list[dict[str, Any] | None] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, im in enumerate(images):
+        groups[im.shape].append(i)
+    with torch.no_grad():
+        for idx in groups.values():
+            for s in range(0, len(idx), batch):
+                part = idx[s : s + batch]
+                preds = task.predict(_to_batch([images[i] for i in part], device))
+                for i, p in zip(part, preds, strict=True):
+                    out[i] = prediction_summary(task.kind, p)
+    return out  # type: ignore[return-value]
+
+
+def _ground_truth(ds, kind: str) -> GroundTruth:
+    if kind == "detection" and getattr(ds, "instances_json", None):
+        return GroundTruth(instances_json=Path(ds.instances_json))
+    if kind == "pose" and getattr(ds, "keypoints_json", None):
+        return GroundTruth(keypoints_json=Path(ds.keypoints_json))
+    return GroundTruth()
+
+
+def summarize(records: list[ImageRecord], gt: GroundTruth | None = None) -> list[LevelSummary]:
+    """Per-level means and task metrics (records of all levels; images sorted by id inside each level)."""
+    by_level: dict[float, list[ImageRecord]] = defaultdict(list)
+    for r in records:
+        by_level[r.level].append(r)
+    out = []
+    for level in sorted(by_level):
+        recs = sorted(by_level[level], key=lambda r: r.image)
+        scorer = LevelScorer(recs, gt)
+        s = LevelSummary(
+            level=level, n=len(recs), bpp=scorer.mean_bpp(), psnr=scorer.score("psnr"), ms_ssim=scorer.score("ms_ssim")
+        )
+        for metric in scorer.metrics:
+            setattr(s, metric, scorer.score(metric))
+        out.append(s)
+    return out
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    out: Path | None = None,
+    *,
+    task=None,
+    pool=None,
+    progress: bool = True,
+    on_chunk: Callable[[int, float], None] | None = None,
+) -> SweepResult:
+    """Run (or resume) a sweep; write the run directory when `out` is given.
+
+    `task`/`pool` may be passed in to reuse loaded models / a live process pool; `on_chunk(chunk_index, level)`
+    is called after each committed chunk (progress hooks, and tests that interrupt a sweep).
+    """
+    from prepcodec.codecs import CodecPool, get_codec
+    from prepcodec.data.datasets import get_dataset
+    from prepcodec.eval import metrics
+    from prepcodec.npp.preprocessors import needs_task, parse_pre
+    from prepcodec.tasks.registry import create_task
+
+    t0 = time.perf_counter()
+    if cfg.batch < 1:
+        raise InputError("--batch must be >= 1")
+    pre = None if needs_task(cfg.pre) else parse_pre(cfg.pre)  # bad specs fail before any model loads
+    ds = get_dataset(cfg.data)
+    items = list(ds.items[: cfg.limit] if cfg.limit else ds.items)
+    if not items:
+        raise InputError(f"data set {cfg.data!r} selects no images")
+    codec = get_codec(cfg.codec)
+    ok, backend = codec.availability()
+    if not ok:
+        raise BackendUnavailable(f"codec {cfg.codec}: {backend}")
+    levels = [codec.level_spec.check(lv) for lv in cfg.levels]
+    task = task or create_task(cfg.task, device=cfg.device)
+    pre = pre or parse_pre(cfg.pre, task)
+    stats = SweepStats()
+    cache = ResultCache(cfg.cache)
+    own_pool = pool is None
+    records: list[ImageRecord] = []
+
+    def teacher_key(h: str) -> CacheKey:
+        return CacheKey(h, "teacher", "", "", "", "none", cfg.task)
+
+    def key(h: str, level: float) -> CacheKey:
+        return CacheKey(h, cfg.codec, backend, _level_text(level), cfg.preset, pre.spec, cfg.task)
+
+    bar = tqdm(total=len(items) * len(levels), desc=f"{cfg.codec} {pre.spec} {cfg.task}", unit="img",
+               disable=not progress)
+    try:
+        for c, start in enumerate(range(0, len(items), cfg.batch)):
+            chunk = items[start : start + cfg.batch]
+            images = [ds.load(it) for it in chunk]
+            hashes = [image_hash(im) for im in images]
+            cached_teacher = cache.get_many(teacher_key(h) for h in hashes)
+            missing_t = [i for i, h in enumerate(hashes) if teacher_key(h) not in cached_teacher]
+            if missing_t:
+                preds = _predict(task, [images[i] for i in missing_t], cfg.batch, cfg.device)
+                new = {teacher_key(hashes[i]): p for i, p in zip(missing_t, preds, strict=True)}
+                cache.put_many(new.items())
+                cached_teacher.update(new)
+                stats.teacher_computed += len(missing_t)
+            teachers = [cached_teacher[teacher_key(h)] for h in hashes]
+            preprocessed: list[np.ndarray] | None = None
+            for level in levels:
+                keys = [key(h, level) for h in hashes]
+                values = cache.get_many(keys)
+                missing = [i for i, k in enumerate(keys) if k not in values]
+                stats.cached += len(keys) - len(missing)
+                if missing:
+                    if pre.qp_aware:
+                        qp = codec.to_hevc_qp(level)
+                        inputs = [pre(images[i], qp) for i in missing]
+                    else:
+                        if preprocessed is None:
+                            preprocessed = [pre(im) for im in images]
+                        inputs = [preprocessed[i] for i in missing]
+                    if pool is None:
+                        pool = CodecPool(workers=cfg.workers)
+                    trips = pool.roundtrip(cfg.codec, inputs, level, preset=cfg.preset)
+                    decoded = [t.decoded for t in trips]
+                    preds = _predict(task, decoded, cfg.batch, cfg.device)
+                    new = {}
+                    for j, i in enumerate(missing):
+                        h, w = images[i].shape[:2]
+                        new[keys[i]] = {
+                            "nbytes": len(trips[j].data), "height": h, "width": w,
+                            "psnr": float(metrics.psnr(images[i], decoded[j])),
+                            "ms_ssim": float(metrics.ms_ssim(images[i], decoded[j])),
+                            "pred": preds[j],
+                        }
+                    cache.put_many(new.items())
+                    values.update(new)
+                    stats.encoded += len(missing)
+                for i, it in enumerate(chunk):
+                    v = values[keys[i]]
+                    records.append(ImageRecord(
+                        image=it.id, file=it.path.name, label=it.label, level=float(level), nbytes=v["nbytes"],
+                        height=v["height"], width=v["width"],
+                        bpp=float(metrics.bpp(v["nbytes"], v["height"], v["width"])),
+                        psnr=v["psnr"], ms_ssim=v["ms_ssim"], pred=v["pred"], teacher=teachers[i],
+                    ))
+                bar.update(len(chunk))
+                if on_chunk is not None:
+                    on_chunk(c, level)
+    finally:
+        bar.close()
+        cache.close()
+        if own_pool and pool is not None:
+            pool.close()
+
+    gt = _ground_truth(ds, task.kind)
+    records.sort(key=lambda r: (r.level, r.image))
+    summaries = summarize(records, gt)
+    stats.wall_s = time.perf_counter() - t0
+    manifest = {
+        **environment_info(),
+        "data": cfg.data, "n_images": len(items), "limit": cfg.limit, "task": cfg.task, "task_kind": task.kind,
+        "codec": cfg.codec, "codec_backend": backend, "levels": [float(lv) for lv in levels], "preset": cfg.preset,
+        "pre": pre.spec, "workers": cfg.workers, "batch": cfg.batch, "device": cfg.device,
+        "cache": str(cfg.cache),
+        "ground_truth": {k: (str(v) if v else None) for k, v in gt.__dict__.items()},
+        "stats": stats.__dict__,
+    }
+    if out is not None:
+        write_run(Path(out), manifest, records, summaries)
+    return SweepResult(records, summaries, manifest, stats)

@@ -1,0 +1,103 @@
+"""`--pre` spec strings -> preprocessors (uint8 RGB -> uint8 RGB) with a canonical `.spec` used as cache key.
+
+Grammar (numbers in any float syntax; the canonical spec prints them with %g):
+  none                        identity
+  blur:SIGMA                  Gaussian blur, sigma in pixels
+  bilateral:SIGMA_R[:SIGMA_S] bilateral denoiser, range sigma in 8-bit levels, spatial sigma in pixels (default 2)
+  roi:blur:SIGMA              keep the task's region of interest, Gaussian-blur the rest
+  roi:flat:ALPHA              keep the region of interest, pull the rest towards the mean colour (ALPHA in [0, 1])
+  npp:NAME|PATH               learned preprocessing network (not built yet)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from prepcodec.errors import InputError
+from prepcodec.npp import baselines
+from prepcodec.tasks.base import Task
+
+PRE_HELP = "none | blur:SIGMA | bilateral:SIGMA_R[:SIGMA_S] | roi:blur:SIGMA | roi:flat:ALPHA | npp:NAME|PATH"
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> float (1,3,H,W) in [0,1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (1,3,H,W) in [0,1] -> uint8 HxWx3 (rounded, clipped)."""
+    return (x[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+class Preprocessor:
+    """rgb uint8 -> rgb uint8 before encoding. `qp` is the HEVC-QP-axis level (used by QP-aware NPPs only)."""
+
+    def __init__(self, spec: str, fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        self.spec = spec
+        self._fn = fn
+        self.qp_aware = False
+
+    @property
+    def is_identity(self) -> bool:
+        return self._fn is None
+
+    def __call__(self, rgb: np.ndarray, qp: float | None = None) -> np.ndarray:
+        if self._fn is None:
+            return rgb
+        with torch.no_grad():
+            return to_uint8(self._fn(to_tensor(rgb)))
+
+    def __repr__(self) -> str:
+        return f"Preprocessor({self.spec!r})"
+
+
+def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float("inf")) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"--pre {spec!r}: {what} must be a number, got {text!r} ({PRE_HELP})") from None
+    if not (lo <= value <= hi) or value != value:
+        raise InputError(f"--pre {spec!r}: {what} must be in [{lo:g}, {hi:g}], got {text}")
+    return value
+
+
+def needs_task(spec: str) -> bool:
+    """True for specs whose preprocessor needs the task model (ROI suppression)."""
+    return spec.strip().lower().startswith("roi:")
+
+
+def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
+    """Build the preprocessor a `--pre` string names; ROI baselines need the task whose attention they keep."""
+    text = spec.strip()
+    parts = text.split(":")
+    kind = parts[0].lower()
+    if kind == "none" and len(parts) == 1:
+        return Preprocessor("none", None)
+    if kind == "blur" and len(parts) == 2:
+        sigma = _number(parts[1], "SIGMA", spec, 0.0, 64.0)
+        return Preprocessor(f"blur:{sigma:g}", lambda x: baselines.gaussian_blur(x, sigma))
+    if kind == "bilateral" and len(parts) in (2, 3):
+        sigma_r = _number(parts[1], "SIGMA_R", spec, 0.5, 255.0)
+        sigma_s = _number(parts[2], "SIGMA_S", spec, 0.5, 16.0) if len(parts) == 3 else 2.0
+        return Preprocessor(
+            f"bilateral:{sigma_r:g}:{sigma_s:g}", lambda x: baselines.bilateral(x, sigma_s, sigma_r / 255.0)
+        )
+    if kind == "roi" and len(parts) == 3 and parts[1] in ("blur", "flat"):
+        mode = parts[1]
+        hi = 64.0 if mode == "blur" else 1.0
+        strength = _number(parts[2], "SIGMA" if mode == "blur" else "ALPHA", spec, 0.0, hi)
+        if task is None:
+            raise InputError(f"--pre {spec!r} needs a task (its region of interest comes from the task model)")
+
+        def roi(x: torch.Tensor) -> torch.Tensor:
+            mask = baselines.roi_mask(task, x)
+            return baselines.suppress(x, mask, mode, strength)
+
+        return Preprocessor(f"roi:{mode}:{strength:g}", roi)
+    if kind == "npp":
+        raise InputError(f"--pre {spec!r}: the learned NPP is not built yet (a later issue); use {PRE_HELP}")
+    raise InputError(f"unknown --pre {spec!r}; expected {PRE_HELP}")

@@ -1,0 +1,94 @@
+"""Classical preprocessors on real photos: blur, bilateral denoiser, ROI suppression, `--pre` parsing."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from prepcodec.errors import InputError
+from prepcodec.npp import baselines
+from prepcodec.npp.preprocessors import parse_pre, to_tensor
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src/prepcodec/data/samples"
+
+
+def _rgb(name: str = "chelsea.png", size: int = 128) -> np.ndarray:
+    im = Image.open(SAMPLES / name).convert("RGB")
+    return np.asarray(im)[:size, :size].copy()
+
+
+def _grad_energy(x: torch.Tensor) -> float:
+    x = x.detach()
+    return float((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean())
+
+
+def test_blur_smooths_keeps_mean_and_is_differentiable():
+    x = to_tensor(_rgb()).requires_grad_(True)
+    y1, y3 = baselines.gaussian_blur(x, 1.0), baselines.gaussian_blur(x, 3.0)
+    assert y1.shape == x.shape
+    assert _grad_energy(y3) < _grad_energy(y1) < _grad_energy(x)
+    assert abs(float((y3.mean() - x.mean()).detach())) < 0.01  # reflect padding: no darkening at the borders
+    y3.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(baselines.gaussian_blur(x, 0.0), x)
+
+
+def test_bilateral_keeps_edges_that_blur_destroys():
+    x = to_tensor(_rgb("astronaut.png", 96))
+    smooth = baselines.gaussian_blur(x, 2.0)
+    den = baselines.bilateral(x, sigma_s=2.0, sigma_r=0.08)
+    assert _grad_energy(den) < _grad_energy(x)  # it does remove texture
+    # strongest edges survive: the 99th percentile of gradient magnitude stays near the original
+    def q99(t):
+        return float(torch.quantile((t[..., :, 1:] - t[..., :, :-1]).abs().flatten(), 0.99))
+    assert q99(den) > 0.8 * q99(x) > q99(smooth)
+
+
+def test_roi_suppression_keeps_inside_and_blurs_outside():
+    x = to_tensor(_rgb("coffee.png", 128))
+    mask = baselines.boxes_mask([[32, 32, 80, 80]], 128, 128, margin=0.0)
+    y = baselines.suppress(x, mask, "blur", 4.0)
+    inside, outside = mask.bool().expand_as(x), ~mask.bool().expand_as(x)
+    assert torch.equal(y[inside], x[inside])
+    assert (y[outside] - x[outside]).abs().mean() > 0.01
+    flat = baselines.suppress(x, mask, "flat", 1.0)
+    assert flat[outside].view(3, -1).std(dim=1).max() < 1e-5  # fully flattened to one colour per channel
+
+
+def test_parse_pre_canonical_specs_and_errors():
+    assert parse_pre("none").spec == "none"
+    assert parse_pre("blur:1.50").spec == "blur:1.5"
+    assert parse_pre("bilateral:20").spec == "bilateral:20:2"
+    rgb = _rgb()
+    assert parse_pre("none")(rgb) is rgb
+    out = parse_pre("blur:2")(rgb)
+    assert out.dtype == np.uint8 and out.shape == rgb.shape and not np.array_equal(out, rgb)
+    for bad in ("blur", "blur:x", "blur:-1", "sharpen:2", "roi:blur", "bilateral:0"):
+        with pytest.raises(InputError):
+            parse_pre(bad)
+    with pytest.raises(InputError, match="needs a task"):
+        parse_pre("roi:blur:4")
+    with pytest.raises(InputError, match="not built yet"):
+        parse_pre("npp:cls")
+
+
+@pytest.mark.weights
+def test_roi_on_classifier_keeps_attended_region():
+    from prepcodec.tasks.registry import create_task
+
+    task = create_task("effnet-lite0")
+    rgb = _rgb("coffee.png", 600)
+    x = to_tensor(rgb)
+    cam = baselines.grad_cam(task, x)
+    assert cam.shape == (1, 1, 400, 600) and float(cam.max()) == pytest.approx(1.0)
+    keep = cam >= baselines.ROI_CAM_THRESHOLD
+    assert 0.02 < float(keep.float().mean()) < 0.9  # a region, not nothing and not everything
+    pre = parse_pre("roi:blur:6", task)
+    out = pre(rgb)
+    with torch.no_grad():
+        before = task.predict(x)[0]["top5"][0]["index"]
+        after = task.predict(to_tensor(out))[0]["top5"][0]["index"]
+    assert after == before  # the class evidence was kept
+    assert _grad_energy(to_tensor(out)) < 0.9 * _grad_energy(x)  # and the rest was suppressed

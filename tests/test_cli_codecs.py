@@ -1,0 +1,144 @@
+"""`prepcodec codecs | encode | decode` through the installed console script, good and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from prepcodec.codecs import get_codec
+from prepcodec.codecs.yuv import yuv420_to_rgb
+from prepcodec.data.samples import sample_paths
+
+EXE = str(Path(sys.executable).with_name("prepcodec"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
+
+
+def no_files_except(folder: Path, allowed: set[str]) -> bool:
+    return {p.name for p in folder.iterdir()} <= allowed
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    """A folder with two small real photos (one odd-sized)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = {p.stem: p for p in sample_paths()}
+    Image.open(paths["chelsea"]).convert("RGB").crop((100, 50, 261, 171)).save(folder / "cat.png")
+    Image.open(paths["coffee"]).convert("RGB").crop((200, 100, 328, 196)).save(folder / "cup.png")
+    return folder
+
+
+def test_codecs_table_lists_all_available() -> None:
+    proc = run("codecs")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("hevc", "vvc", "jpeg", "webp", "avif", "jxl"):
+        assert name in proc.stdout
+    assert "no:" not in proc.stdout
+
+
+@pytest.mark.parametrize("codec,flag,level", [("hevc", "--qp", 37), ("jxl", "--level", 70)])
+def test_encode_decode_folder(photos: Path, tmp_path: Path, codec: str, flag: str, level: int) -> None:
+    enc = tmp_path / "enc"
+    proc = run("encode", photos, enc, "--codec", codec, flag, level)
+    assert proc.returncode == 0, proc.stderr
+    ext = get_codec(codec).extension
+    files = sorted(enc.iterdir())
+    assert [p.name for p in files] == [f"cat{ext}", f"cup{ext}"]
+    total = sum(p.stat().st_size for p in files)
+    assert f"2 images, {total} bytes" in proc.stdout and "mean" in proc.stdout
+    dec = tmp_path / "dec"
+    proc = run("decode", enc, dec)
+    assert proc.returncode == 0, proc.stderr
+    for name, src in [("cat", photos / "cat.png"), ("cup", photos / "cup.png")]:
+        a = np.asarray(Image.open(src))
+        b = np.asarray(Image.open(dec / f"{name}.png"))
+        assert a.shape == b.shape
+        assert np.mean(np.abs(a.astype(int) - b.astype(int))) < 8
+
+
+def test_hevc_file_decodes_with_stock_ffmpeg_to_our_pixels(photos: Path, tmp_path: Path) -> None:
+    """A `.hevc` from `encode` is a plain Annex-B stream: FFmpeg's own decoder gives our YUV planes exactly."""
+    out = tmp_path / "cup.hevc"
+    assert run("encode", photos / "cup.png", out, "--qp", "32").returncode == 0
+    proc = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    h, w = 96, 128
+    raw = np.frombuffer(proc.stdout, np.uint8)
+    assert raw.size == h * w * 3 // 2
+    y = raw[: h * w].reshape(h, w)
+    u = raw[h * w : h * w * 5 // 4].reshape(h // 2, w // 2)
+    v = raw[h * w * 5 // 4 :].reshape(h // 2, w // 2)
+    ours = get_codec("hevc").decode(out.read_bytes())
+    assert np.array_equal(yuv420_to_rgb(y, u, v), ours)
+
+
+def test_encode_single_file_names_and_checks_extension(photos: Path, tmp_path: Path) -> None:
+    proc = run("encode", photos / "cat.png", tmp_path / "cat", "--codec", "webp", "-q", "50", "--preset", "fast")
+    assert proc.returncode == 0 and (tmp_path / "cat.webp").is_file(), proc.stderr
+    assert_one_line_error(run("encode", photos / "cat.png", tmp_path / "x.jpg", "--qp", "30"), "extension")
+
+
+def test_bad_inputs_exit_nonzero_with_one_line(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_one_line_error(run("encode", tmp_path / "missing.png", out, "--qp", "30"), "no such file")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes((photos / "cat.png").read_bytes()[:300])
+    assert_one_line_error(run("encode", corrupt, out / "c.hevc", "--qp", "30"), "corrupt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run("encode", empty, out, "--qp", "30"), "no image files")
+    assert_one_line_error(run("encode", photos, out, "--qp", "52"), "out of range")
+    assert_one_line_error(run("encode", photos, out, "--codec", "h264", "--qp", "30"), "unknown codec")
+    assert_one_line_error(run("encode", photos, out), "exactly one of")
+    assert no_files_except(out, set())
+    # a truncated bitstream: one line, and no PNG left behind
+    good = out / "cup.jxl"
+    assert run("encode", photos / "cup.png", good, "--codec", "jxl", "-q", "60").returncode == 0
+    cut = out / "cut.jxl"
+    cut.write_bytes(good.read_bytes()[:-20])
+    assert_one_line_error(run("decode", cut, out / "cut.png"), "truncated")
+    garbage = out / "garbage.hevc"
+    garbage.write_bytes(os.urandom(500))
+    assert_one_line_error(run("decode", garbage, out / "garbage.png"), "hevc")
+    assert no_files_except(out, {"cup.jxl", "cut.jxl", "garbage.hevc"})
+
+
+def test_calibrate_writes_a_monotone_table(tmp_path: Path) -> None:
+    """A tiny calibration (1 bundled photo, 48x32 crop, 4 JPEG levels) through the real command."""
+    import json
+
+    samples = sample_paths()[0].parent
+    out = tmp_path / "qp.json"
+    args = ["--data", samples, "--codecs", "jpeg", "--images", "1", "--crop", "48x32", "--step", "40"]
+    proc = run("calibrate", *args, "--hevc-step", "5", "--workers", "0", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads(out.read_text())
+    assert table["command"].startswith("prepcodec calibrate") and table["machine"] and "crop" in table
+    hevc, jpeg = table["codecs"]["hevc"], table["codecs"]["jpeg"]
+    assert hevc["levels"] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 51]
+    assert all(np.diff(hevc["mean_bpp"]) <= 0) and hevc["mean_bpp"][1] > 4 * hevc["mean_bpp"][-3]
+    assert jpeg["levels"] == [1, 41, 81, 95]
+    assert all(np.diff(jpeg["mean_bpp"]) > 0) and all(np.diff(jpeg["hevc_qp"]) <= 0)
+    assert_one_line_error(run("calibrate", "--crop", "big", "--out", out), "--crop")

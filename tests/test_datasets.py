@@ -1,0 +1,104 @@
+"""Named data sets: deterministic splits, resize rules, labels, and clear messages when data is missing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from prepcodec.data.datasets import get_dataset, image_hash, list_datasets, shared_data_dir
+from prepcodec.errors import DataMissing, InputError
+
+
+def test_bundled_samples_set_needs_no_shared_data(monkeypatch, tmp_path):
+    monkeypatch.setenv("PREPCODEC_SHARED_DATA", str(tmp_path))  # an empty shared folder must not matter
+    ds = get_dataset("samples")
+    assert [it.id for it in ds.items] == ["astronaut", "chelsea", "coffee", "kodim04", "kodim23"]
+    assert len(ds) == 5 and ds.load(ds.items[1]).shape == (300, 451, 3)
+    assert set(list_datasets()) >= {"imagenet-eval", "imagenet-train", "coco-val", "photos-eval", "photos-train",
+                                    "kodak", "samples"}
+    with pytest.raises(InputError, match="unknown data set"):
+        get_dataset("imagenet-val")
+
+
+def test_missing_shared_data_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("PREPCODEC_SHARED_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DataMissing, match="PREPCODEC_SHARED_DATA"):
+        shared_data_dir()
+    monkeypatch.setenv("PREPCODEC_SHARED_DATA", str(tmp_path))
+    with pytest.raises(DataMissing, match="kodak"):
+        get_dataset("kodak")
+    (tmp_path / "imagenet-samples").mkdir()
+    with pytest.raises(DataMissing, match="no image files"):
+        get_dataset("imagenet-eval")
+
+
+def test_photos_split_and_resize_on_a_folder_of_real_crops(monkeypatch, tmp_path, sample_image):
+    """Positions 3, 7, ... of the name-sorted folder are eval; longer side becomes 640, aspect kept."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = sample_image("kodim23")
+    for i in range(10):
+        crop = src[i * 10 : i * 10 + 300, :400] if i % 2 else src[:, i * 20 : i * 20 + 700]
+        Image.fromarray(np.ascontiguousarray(crop)).save(photos / f"p{i:02d}.png")
+    monkeypatch.setenv("PREPCODEC_SHARED_DATA", str(tmp_path))
+    ev, tr = get_dataset("photos-eval"), get_dataset("photos-train")
+    assert [it.id for it in ev.items] == ["p03", "p07"]
+    assert [it.id for it in tr.items] == ["p00", "p01", "p02", "p04", "p05", "p06", "p08", "p09"]
+    assert ev.load(ev.items[0]).shape == (480, 640, 3)  # 300x400 -> 480x640 (upscaled to the rule)
+    assert tr.load(tr.items[0]).shape == (468, 640, 3)  # 512x700 -> 468x640
+    assert np.array_equal(ev.load(ev.items[1]), ev.load(ev.items[1]))
+
+
+def test_imagenet_needs_all_classes(monkeypatch, tmp_path, sample_image):
+    folder = tmp_path / "imagenet-samples"
+    folder.mkdir()
+    for wnid in ("n01440764_tench", "n01443537_goldfish"):
+        Image.fromarray(sample_image("chelsea")).save(folder / f"{wnid}.JPEG")
+    monkeypatch.setenv("PREPCODEC_SHARED_DATA", str(tmp_path))
+    with pytest.raises(DataMissing, match="found 2 ImageNet classes, need all 1000"):
+        get_dataset("imagenet-eval")
+
+
+def test_image_hash_is_content_and_shape(sample_image):
+    from prepcodec.eval.cache import image_hash as cache_hash
+
+    a = sample_image("coffee")
+    assert image_hash(a) == image_hash(a.copy()) == cache_hash(a)
+    assert image_hash(a) != image_hash(a.reshape(600, 400, 3))
+    b = a.copy()
+    b[0, 0, 0] ^= 1
+    assert image_hash(a) != image_hash(b)
+
+
+@pytest.mark.shared_data
+def test_imagenet_splits_on_shared_data():
+    ev, tr = get_dataset("imagenet-eval"), get_dataset("imagenet-train")
+    assert len(ev) == len(tr) == 500
+    assert not {it.id for it in ev.items} & {it.id for it in tr.items}
+    labels = sorted(it.label for it in ev.items + tr.items)
+    assert labels == list(range(1000))
+    assert (tr.items[0].id, tr.items[0].label) == ("n01440764_tench", 0)
+    assert (ev.items[0].id, ev.items[0].label) == ("n01443537_goldfish", 1)
+    gray = next(it for it in ev.items + tr.items if Image.open(it.path).mode == "L")
+    notes: list[str] = []
+    owner = ev if gray in ev.items else tr
+    img = owner.load(gray, notes)
+    assert img.shape == (256, 256, 3) and np.array_equal(img[..., 0], img[..., 2])
+    assert "converted grayscale to RGB" in notes
+    assert ev.load(ev.items[0]).shape == (256, 256, 3)
+
+
+@pytest.mark.shared_data
+def test_coco_photos_kodak_on_shared_data():
+    coco = get_dataset("coco-val")
+    assert len(coco) == 79 and coco.instances_json.is_file() and coco.keypoints_json.is_file()
+    first = coco.items[0]
+    w, h = Image.open(first.path).size
+    assert coco.load(first).shape == (h, w, 3)
+    assert coco.coco_ids[first.id] == int(first.id)
+    ev, tr = get_dataset("photos-eval"), get_dataset("photos-train")
+    assert (len(ev), len(tr)) == (23, 69)
+    assert max(ev.load(ev.items[0]).shape[:2]) == 640
+    kodak = get_dataset("kodak")
+    assert len(kodak) == 24 and kodak.items[0].id == "kodim01" and kodak.load(kodak.items[0]).shape == (512, 768, 3)

@@ -1,0 +1,54 @@
+"""The SQLite result cache: exact round trip, key sensitivity, all-or-nothing commits, sharing one file."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from prepcodec.eval.cache import CacheKey, ResultCache, image_hash
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src/prepcodec/data/samples"
+
+
+def _key(img: str, level: str = "30", pre: str = "none") -> CacheKey:
+    return CacheKey(img, "jpeg", "Pillow 13", level, "eval", pre, "effnet-lite0")
+
+
+def test_image_hash_sees_every_pixel_and_the_shape():
+    rgb = np.asarray(Image.open(SAMPLES / "chelsea.png").convert("RGB")).copy()
+    h = image_hash(rgb)
+    assert h == image_hash(rgb.copy())
+    flipped = rgb.copy()
+    flipped[150, 200, 1] ^= 1
+    assert image_hash(flipped) != h
+    assert image_hash(rgb.reshape(300, 451 * 3, 1)) != h
+
+
+def test_cache_round_trips_values_exactly_and_separates_keys(tmp_path):
+    value = {"nbytes": 1234, "psnr": 31.123456789012345, "pred": {"top1": 281, "score": 0.1 + 0.2}}
+    with ResultCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many([(_key("a"), value)])
+        assert cache.get(_key("a")) == value
+        for other in (_key("b"), _key("a", level="31"), _key("a", pre="blur:1")):
+            assert cache.get(other) is None
+    with ResultCache(tmp_path / "c.sqlite") as again:  # persisted
+        got = again.get_many([_key("a"), _key("b")])
+        assert got == {_key("a"): value} and len(again) == 1
+
+
+def test_failed_commit_writes_nothing(tmp_path):
+    with ResultCache(tmp_path / "c.sqlite") as cache:
+        with pytest.raises(TypeError):
+            cache.put_many([(_key("a"), {"ok": 1}), (_key("b"), {"bad": object()})])
+        assert len(cache) == 0
+
+
+def test_two_connections_share_the_file(tmp_path):
+    a, b = ResultCache(tmp_path / "c.sqlite"), ResultCache(tmp_path / "c.sqlite")
+    try:
+        a.put_many([(_key("x"), [1, 2])])
+        assert b.get(_key("x")) == [1, 2]
+    finally:
+        a.close()
+        b.close()

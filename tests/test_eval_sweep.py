@@ -1,0 +1,175 @@
+"""Sweeps on the bundled sample photos with the real JPEG codec and EfficientNet-Lite0; BD-rate + bootstrap.
+
+One real sweep (5 photos x 3 levels) is shared by the tests; the others re-run it against the cache, interrupt it,
+or derive runs from its real records (scaled bytes, edited predictions) where a known answer is needed.
+"""
+
+import copy
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prepcodec.errors import InputError
+from prepcodec.eval.compare import RunGroup, bd_pair, compare_runs
+from prepcodec.eval.records import Run, load_run, write_run
+from prepcodec.eval.sweep import SweepConfig, parse_levels, run_sweep, summarize
+
+pytestmark = pytest.mark.weights
+
+LEVELS = [10, 25, 50, 90]
+N_IMAGES = 3  # of the 5 bundled photos: keeps the default suite fast on 2 shared cores
+
+
+@pytest.fixture(scope="module")
+def task():
+    from prepcodec.tasks.registry import create_task
+
+    return create_task("effnet-lite0")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    from prepcodec.codecs import CodecPool
+
+    with CodecPool(workers=2) as p:
+        yield p
+
+
+def _cfg(tmp: Path, **kw) -> SweepConfig:
+    base = dict(data="samples", task="effnet-lite0", codec="jpeg", levels=LEVELS, batch=2, limit=N_IMAGES,
+                cache=tmp / "c.sqlite")
+    return SweepConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, task, pool):
+    tmp = tmp_path_factory.mktemp("base")
+    result = run_sweep(_cfg(tmp), tmp / "run", task=task, pool=pool, progress=False)
+    return tmp, result
+
+
+def test_sweep_writes_a_complete_run(base_run):
+    tmp, result = base_run
+    n = result.manifest["n_images"]
+    assert n == N_IMAGES and len(result.records) == n * len(LEVELS)
+    assert result.stats.encoded == n * len(LEVELS) and result.stats.cached == 0
+    run = load_run(tmp / "run")
+    for name, rows in (("records.csv", len(run.records)), ("summary.csv", len(LEVELS))):
+        assert (tmp / "run" / name).read_text().count("\n") == rows + 1
+    assert [s.level for s in run.summaries] == LEVELS
+    bpp = [s.bpp for s in run.summaries]
+    assert bpp == sorted(bpp) and bpp[0] > 0.05  # higher JPEG quality, more real bytes
+    assert run.summaries[-1].psnr > run.summaries[0].psnr + 5
+    assert run.summaries[-1].agreement >= run.summaries[0].agreement
+    assert run.summaries[0].top1 is None  # the sample photos have no labels
+    r = run.records[0]
+    assert r.bpp == pytest.approx(8 * r.nbytes / (r.height * r.width))
+    m = json.loads((tmp / "run" / "manifest.json").read_text())
+    assert m["codec"] == "jpeg" and m["preset"] == "eval" and m["versions"]["torch"] and m["machine"]["cpu_count"]
+
+
+def test_repeat_sweep_reads_cache_and_gives_identical_numbers(base_run, task, pool):
+    tmp, first = base_run
+    again = run_sweep(_cfg(tmp), None, task=task, pool=pool, progress=False)
+    assert again.stats.encoded == 0 and again.stats.teacher_computed == 0
+    assert again.stats.cached == len(first.records)
+    assert [asdict(r) for r in again.records] == [asdict(r) for r in first.records]
+    assert [asdict(s) for s in again.summaries] == [asdict(s) for s in first.summaries]
+
+
+def test_killed_sweep_resumes_where_it_stopped(tmp_path, base_run, task, pool):
+    _, full = base_run
+    calls = []
+
+    def die_after_two_chunks(chunk, level):
+        calls.append((chunk, level))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if the user hit Ctrl-C mid-sweep
+
+    cfg = _cfg(tmp_path, levels=LEVELS[:2])
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, tmp_path / "run", task=task, pool=pool, progress=False, on_chunk=die_after_two_chunks)
+    assert not (tmp_path / "run" / "manifest.json").exists()  # no half-written run directory
+    resumed = run_sweep(cfg, tmp_path / "run", task=task, pool=pool, progress=False)
+    done_before = 2 * 2  # (chunk 0, level 10) and (chunk 0, level 25) committed, 2 images each
+    assert resumed.stats.cached == done_before
+    assert resumed.stats.encoded == N_IMAGES * 2 - done_before
+    expected = [asdict(r) for r in full.records if r.level in LEVELS[:2]]  # same inputs, same numbers
+    assert [asdict(r) for r in resumed.records] == expected
+
+
+def _scaled(run: Run, name: str, factor) -> Run:
+    """A copy of a real run whose bitstreams are `factor` times as long (per image: factor(i))."""
+    recs = copy.deepcopy(run.records)
+    ids = sorted({r.image for r in recs})
+    for r in recs:
+        f = factor(ids.index(r.image)) if callable(factor) else factor
+        r.nbytes = r.nbytes * f
+        r.bpp = r.bpp * f
+    return Run(run.path.with_name(name), run.manifest, recs, summarize(recs))
+
+
+def test_bd_rate_of_itself_is_zero_and_scaled_bytes_give_known_saving(base_run):
+    tmp, _ = base_run
+    run = load_run(tmp / "run")
+    cmp = compare_runs([run, run, _scaled(run, "smaller", 0.8)], "psnr", n_boot=100)
+    same, smaller = cmp.rows
+    assert same.bd_rate_pct == pytest.approx(0, abs=1e-9) and same.bd_rate_pchip_pct == pytest.approx(0, abs=1e-9)
+    assert same.ci95_pct == pytest.approx([0, 0], abs=1e-9)
+    assert smaller.bd_rate_pct == pytest.approx(-20.0, abs=1e-6)
+    assert smaller.bd_rate_pchip_pct == pytest.approx(-20.0, abs=1e-6)
+    assert smaller.ci95_pct == pytest.approx([-20.0, -20.0], abs=1e-6)
+    assert not smaller.disagreement
+    # a best-of envelope of two runs is the better run's curve
+    env = compare_runs([run, RunGroup("env", [run, _scaled(run, "smaller", 0.8)])], "psnr", n_boot=0).rows[0]
+    assert env.bd_rate_pct == pytest.approx(-20.0, abs=1e-6)
+
+
+def test_bootstrap_interval_contains_estimate_and_is_paired(base_run):
+    tmp, _ = base_run
+    run = load_run(tmp / "run")
+    # a different saving on every image: the estimate depends on which images are drawn
+    mixed = _scaled(run, "mixed", lambda i: 0.5 + 0.12 * i)
+    row = compare_runs([run, mixed], "psnr", n_boot=300, seed=1).rows[0]
+    assert row.n_boot_ok > 200
+    lo, hi = row.ci95_pct
+    assert lo < row.bd_rate_pct < hi and hi - lo > 1.0
+    again = compare_runs([run, mixed], "psnr", n_boot=300, seed=1).rows[0]
+    assert again.ci95_pct == row.ci95_pct  # seeded: same inputs, same numbers
+
+
+def test_compare_refuses_curves_that_do_not_overlap(base_run):
+    tmp, _ = base_run
+    run = load_run(tmp / "run")
+    recs = copy.deepcopy(run.records)
+    for r in recs:
+        r.psnr += 100.0  # real bytes, a quality range no real curve of this codec reaches
+    apart = Run(run.path.with_name("apart"), run.manifest, recs, summarize(recs))
+    with pytest.raises(InputError, match="do not overlap"):
+        compare_runs([run, apart], "psnr", n_boot=10)
+    with pytest.raises(InputError, match="no metric 'top1'"):
+        compare_runs([run, run], "top1", n_boot=10)
+    with pytest.raises(ValueError, match="do not overlap"):
+        bd_pair([0.1, 0.2, 0.4, 0.8], [0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.4, 0.8], [0.6, 0.7, 0.8, 0.9])
+    with pytest.raises(ValueError, match="points"):  # a flat accuracy curve has a 1-point envelope
+        bd_pair([0.1, 0.2, 0.4, 0.8], [0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.4, 0.8], [0.2, 0.3, 0.4, 0.5])
+
+
+def test_run_files_round_trip(base_run, tmp_path):
+    tmp, result = base_run
+    write_run(tmp_path / "copy", result.manifest, result.records, result.summaries)
+    back = load_run(tmp_path / "copy")
+    assert [asdict(r) for r in back.records] == [asdict(r) for r in result.records]
+    with pytest.raises(InputError, match="not a complete run"):
+        load_run(tmp_path / "missing")
+
+
+def test_parse_levels():
+    assert parse_levels("22, 25,28") == [22.0, 25.0, 28.0]
+    for bad in ("", "a,b", "22,22"):
+        with pytest.raises(InputError):
+            parse_levels(bad)
+    assert np.isfinite(parse_levels("0.5")[0])
