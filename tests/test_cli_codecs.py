@@ -142,3 +142,18 @@ def test_calibrate_writes_a_monotone_table(tmp_path: Path) -> None:
     assert jpeg["levels"] == [1, 41, 81, 95]
     assert all(np.diff(jpeg["mean_bpp"]) > 0) and all(np.diff(jpeg["hevc_qp"]) <= 0)
     assert_one_line_error(run("calibrate", "--crop", "big", "--out", out), "--crop")
+
+
+def test_missing_vvc_backend_is_reported_not_crashed(photos: Path, tmp_path: Path) -> None:
+    """With imageio-ffmpeg pointed at an ffmpeg that does not exist, vvc is listed as unavailable (with the reason)
+    and encoding with it fails with one line and writes nothing."""
+    env = {**os.environ, "IMAGEIO_FFMPEG_EXE": str(tmp_path / "no-such-ffmpeg"), "COLUMNS": "250"}
+    table = subprocess.run([EXE, "codecs"], capture_output=True, text=True, timeout=300, env=env)
+    assert table.returncode == 0, table.stderr
+    vvc_row = " ".join(ln for ln in table.stdout.splitlines() if "vvc" in ln)
+    assert "does not run" in table.stdout and "vvc" in vvc_row, table.stdout
+    out = tmp_path / "out"
+    proc = subprocess.run([EXE, "encode", photos, out, "--codec", "vvc", "--qp", "32"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert_one_line_error(proc, "vvc")
+    assert not out.exists() or not any(out.iterdir())
