@@ -150,8 +150,7 @@ def fit_jpeg_cmd(
     out: Path = typer.Option(None, help="where to write the rate model (default: the shipped jpeg_rate.json)"),
 ) -> None:
     """Fit the analytic JPEG proxy's rate model (a, b, c) to real JPEG bytes of training photos."""
-    import os
-
+    from prepcodec.atomic import write_text
     from prepcodec.data.datasets import get_dataset
     from prepcodec.proxy.jpeg import RATE_MODEL_PATH, fit_rate_model
 
@@ -162,9 +161,7 @@ def fit_jpeg_cmd(
     model = fit_rate_model(imgs, qs)
     model["fit_on"] = f"photos-train first {images} images (640 px long side) + their top-left {FIT_CROP}px crops"
     path = out or RATE_MODEL_PATH
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(model, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(model, indent=2) + "\n")
     typer.echo(f"{path}: coefs {model['coefs']}, Pearson r(log bits) on the fit set {model['pearson_log_bits']:.4f}")
 
 

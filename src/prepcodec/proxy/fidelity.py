@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from prepcodec.atomic import atomic_path
 from prepcodec.proxy.targets import cache_dir, to_tensor
 
 EVAL_QPS = (28, 31, 34, 37, 41)
@@ -88,9 +89,8 @@ class RealCodecCache:
                 arrays = {"bits": np.float64(rt.bits), "mse": np.float64(mse)}
                 if keep_decoded:
                     rec["decoded"] = arrays["decoded"] = rt.decoded
-                tmp = self.root / f".{keys[i]}.tmp{os.getpid()}.npz"
-                np.savez_compressed(tmp, **arrays)
-                os.replace(tmp, self.root / f"{keys[i]}.npz")
+                with atomic_path(self.root / f"{keys[i]}.npz") as tmp:
+                    np.savez_compressed(tmp, **arrays)
                 out[i] = rec
         return out  # type: ignore[return-value]
 
@@ -267,10 +267,11 @@ def scatter_plot(bits: dict, path: str | os.PathLike, title: str) -> Path:
     ax.set(xscale="log", yscale="log", xlabel="real codec bits", ylabel="proxy bits", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 

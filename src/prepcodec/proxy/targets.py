@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from prepcodec.atomic import atomic_path
 from prepcodec.errors import InputError
+from prepcodec.tasks.weights import cache_dir as user_cache_dir
 
 RoundTrip = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 TRAIN_DATASETS = ("photos-train", "imagenet-train")
@@ -45,10 +46,7 @@ class TargetRecipe:
 
 def cache_dir() -> Path:
     """`$PREPCODEC_CACHE/proxy-targets` (default ~/.cache/prepcodec/proxy-targets)."""
-    base = os.environ.get("PREPCODEC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "prepcodec"
-    )
-    return Path(base) / "proxy-targets"
+    return user_cache_dir() / "proxy-targets"
 
 
 def draw_crops(recipe: TargetRecipe) -> np.ndarray:
@@ -131,10 +129,8 @@ def load_or_build(recipe: TargetRecipe, roundtrip: RoundTrip | None = None) -> d
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
     data = build_targets(recipe, roundtrip)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, recipe=json.dumps(asdict(recipe)), **data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, recipe=json.dumps(asdict(recipe)), **data)
     return data
 
 

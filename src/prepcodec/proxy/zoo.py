@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prepcodec.atomic import write_text
 from prepcodec.errors import InputError, WeightsMissing
 from prepcodec.proxy.models import ProxyCodec, ProxyConfig
 from prepcodec.train.checkpoint import atomic_torch_save
@@ -35,9 +36,7 @@ def export_weights(model: ProxyCodec, path: str | os.PathLike, training: dict | 
              for k, v in model.state_dict().items()}
     atomic_torch_save(state, path)
     meta = path.with_suffix(".json")
-    tmp = meta.with_name(f".{meta.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"config": model.config.to_dict(), "training": training or {}}, indent=2) + "\n")
-    os.replace(tmp, meta)
+    write_text(meta, json.dumps({"config": model.config.to_dict(), "training": training or {}}, indent=2) + "\n")
     return path
 
 

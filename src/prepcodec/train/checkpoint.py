@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from prepcodec.atomic import atomic_path
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -39,17 +41,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to `path` via a temp file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    """torch.save to `path` atomically (see `prepcodec.atomic`)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def save_checkpoint(out_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
