@@ -2,8 +2,9 @@
 
 That machine has no ../shared/data, so the images travel inside the repo: each training image after its data set's
 resize rule, re-saved as JPEG (quality `--quality`) into `.gpu/imgs/` (ignored by git via .git/info/exclude).
-`scripts/proxy_gpu_train.py` reads them there. The JPEG step changes the pixels slightly; the real-codec targets
-are computed from the same decoded JPEGs, so inputs and targets stay consistent.
+`prepcodec proxy train --stream N --images .gpu/imgs ...` reads them there (file names `<data set>-<index>.jpg`
+make one crop group per data set; the full command is in docs/proxy.md). The JPEG step changes the pixels
+slightly; the real-codec targets are computed from the same decoded JPEGs, so inputs and targets stay consistent.
 """
 
 from __future__ import annotations

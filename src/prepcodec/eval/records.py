@@ -25,7 +25,7 @@ from prepcodec.atomic import write_text
 from prepcodec.errors import InputError
 
 TASK_METRICS = ("top1", "agreement", "map", "map50", "pose_ap")
-FIDELITY_METRICS = ("psnr", "ms_ssim")
+FIDELITY_METRICS = ("psnr", "ms_ssim", "fsim", "lpips")
 METRIC_NAMES = TASK_METRICS + FIDELITY_METRICS
 
 
@@ -43,8 +43,10 @@ class ImageRecord:
     bpp: float
     psnr: float  # decoded vs the uncompressed, un-preprocessed image
     ms_ssim: float
-    pred: dict[str, Any]  # task-kind specific summary (see eval.scoring.prediction_summary)
+    pred: dict[str, Any]  # task-kind specific summary (see eval.scoring.prediction_summary); {} for --task none
     teacher: dict[str, Any]  # the same model on the uncompressed image
+    fsim: float | None = None  # only when the sweep asked for it (--fidelity fsim)
+    lpips: float | None = None  # only with --fidelity lpips (a distance: lower is better)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class LevelSummary:
     map: float | None = None
     map50: float | None = None
     pose_ap: float | None = None
+    fsim: float | None = None
+    lpips: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -12,7 +12,9 @@ from prepcodec.eval.records import TASK_METRICS, LevelSummary
 METRIC_LABELS = {
     "top1": "top-1 accuracy (%)", "agreement": "top-1 agreement with teacher (%)", "map": "mAP@[.5:.95] (%)",
     "map50": "mAP@.5 (%)", "pose_ap": "keypoint AP (OKS) (%)", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM",
+    "fsim": "FSIMc", "lpips": "LPIPS (Alex)",
 }
+EXTRA_COLUMNS = {"fsim": "FSIM", "lpips": "LPIPS"}  # optional per-level columns of summary_markdown
 
 
 def _display(metric: str, value: float) -> float:
@@ -45,10 +47,12 @@ def comparison_markdown(cmp: Comparison) -> str:
 def summary_markdown(summaries: list[LevelSummary]) -> str:
     """Per-level table of a sweep (only the metrics the task has)."""
     metrics = [m for m in TASK_METRICS if any(getattr(s, m) is not None for s in summaries)]
-    head = ["level", "n", "bpp", "PSNR", "MS-SSIM", *metrics]
+    extra = [m for m in EXTRA_COLUMNS if any(getattr(s, m) is not None for s in summaries)]
+    head = ["level", "n", "bpp", "PSNR", "MS-SSIM", *(EXTRA_COLUMNS[m] for m in extra), *metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for s in summaries:
         cells = [f"{s.level:g}", str(s.n), f"{s.bpp:.4f}", f"{s.psnr:.2f}", f"{s.ms_ssim:.4f}"]
+        cells += [f"{getattr(s, m):.4f}" if getattr(s, m) is not None else "-" for m in extra]
         cells += [f"{100 * getattr(s, m):.2f}" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -35,6 +35,8 @@ def prediction_summary(kind: str, pred: dict[str, Any]) -> dict[str, Any]:
         }
     if kind == "pose":
         return {"keypoints": [[float(v) for v in k] for k in pred["keypoints"].tolist()]}
+    if kind == "none":
+        return {}
     raise ValueError(f"task kind {kind!r} has no evaluation metric yet")
 
 
@@ -60,6 +62,47 @@ def _coco(dataset: dict[str, Any]):
     return coco
 
 
+@dataclass(frozen=True)
+class _CategoryMatches:
+    """One category's detections of all images, concatenated in image order (as COCOeval.accumulate sees them)."""
+
+    score: np.ndarray  # (D,)
+    tp: np.ndarray  # (T, D) matched and not ignored, per IoU threshold
+    fp: np.ndarray  # (T, D) unmatched and not ignored
+    start: np.ndarray  # (n_images,) offset of each image's detections
+    count: np.ndarray  # (n_images,) number of detections kept (<= maxDet)
+    gt_count: np.ndarray  # (n_images,) non-ignored ground truths
+
+    @staticmethod
+    def build(evals: list[dict | None], n_images: int, max_det: int, n_t: int) -> _CategoryMatches:
+        gt_count = np.zeros(n_images, dtype=np.int64)
+        count = np.zeros(n_images, dtype=np.int64)
+        scores, matches, ignores = [np.zeros(0)], [np.zeros((n_t, 0))], [np.zeros((n_t, 0))]
+        for i, e in enumerate(evals):
+            if e is None:
+                continue
+            gt_count[i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
+            d = np.asarray(e["dtScores"][:max_det], dtype=np.float64)
+            count[i] = len(d)
+            scores.append(d)
+            matches.append(np.asarray(e["dtMatches"])[:, :max_det].reshape(n_t, len(d)))
+            ignores.append(np.asarray(e["dtIgnore"])[:, :max_det].reshape(n_t, len(d)))
+        dtm = np.concatenate(matches, axis=1) != 0
+        dt_ig = np.concatenate(ignores, axis=1) != 0
+        start = np.concatenate([[0], np.cumsum(count)[:-1]])
+        return _CategoryMatches(np.concatenate(scores), dtm & ~dt_ig, ~dtm & ~dt_ig, start, count, gt_count)
+
+    def select(self, idx: np.ndarray) -> np.ndarray:
+        """Detection positions for images `idx` in order, sorted by score like accumulate (stable mergesort)."""
+        n = self.count[idx]
+        total = int(n.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int64)
+        first = np.cumsum(n) - n  # where each drawn image's block starts in the selection
+        pos = np.arange(total) + np.repeat(self.start[idx] - first, n)
+        return pos[np.argsort(-self.score[pos], kind="mergesort")]
+
+
 class CocoScorer:
     """Per-image COCO matching done once; AP over any multiset of images afterwards."""
 
@@ -73,52 +116,48 @@ class CocoScorer:
         ev.params.imgIds = list(range(n_images))
         if iou_type == "keypoints":
             ev.params.catIds = [1]
+        # only the "all" area range is scored: matching the other three ranges would triple the set-up time
+        ev.params.areaRng, ev.params.areaRngLbl = ev.params.areaRng[:1], ev.params.areaRngLbl[:1]
         _quiet(ev.evaluate)
         p = ev.params
         self.iou_thrs = p.iouThrs
         self.rec_thrs = p.recThrs
         self.max_det = p.maxDets[-1]
         n_area = len(p.areaRng)
-        # evalImgs is ordered [category][area range][image]; keep area range "all" (index 0)
-        self.per_cat: list[list[dict | None]] = []
+        # evalImgs is ordered [category][area range][image]; keep area range "all" (index 0). Per category, the
+        # images' matches are concatenated once, so a resample is an index gather instead of a Python loop.
+        self.per_cat: list[_CategoryMatches] = []
         for k in range(len(p.catIds)):
             base = k * n_area * n_images
-            self.per_cat.append(ev.evalImgs[base : base + n_images])
+            cat = _CategoryMatches.build(ev.evalImgs[base : base + n_images], n_images, self.max_det,
+                                         len(self.iou_thrs))
+            self.per_cat.append(cat)
 
     def precision(self, idx: np.ndarray) -> np.ndarray:
-        """(T, R, K) precision like COCOeval.accumulate for area 'all' and the largest maxDet; -1 = no GT."""
+        """(T, R, K) precision like COCOeval.accumulate for area 'all' and the largest maxDet; -1 = no GT.
+
+        `idx` is a multiset of image indices; an image drawn c times counts c times (its detections and ground
+        truth repeated), which for idx = arange(n) reproduces pycocotools exactly.
+        """
         n_t, n_r = len(self.iou_thrs), len(self.rec_thrs)
         out = -np.ones((n_t, n_r, len(self.per_cat)))
-        for k, cat_imgs in enumerate(self.per_cat):
-            evals = [cat_imgs[i] for i in idx if cat_imgs[i] is not None]
-            if not evals:
-                continue
-            scores = np.concatenate([e["dtScores"][: self.max_det] for e in evals])
-            order = np.argsort(-scores, kind="mergesort")
-            dtm = np.concatenate([e["dtMatches"][:, : self.max_det] for e in evals], axis=1)[:, order]
-            dt_ig = np.concatenate([e["dtIgnore"][:, : self.max_det] for e in evals], axis=1)[:, order]
-            gt_ig = np.concatenate([e["gtIgnore"] for e in evals])
-            npig = np.count_nonzero(gt_ig == 0)
+        for k, cat in enumerate(self.per_cat):
+            npig = int(cat.gt_count[idx].sum())
             if npig == 0:
                 continue
-            tps = np.logical_and(dtm, np.logical_not(dt_ig))
-            fps = np.logical_and(np.logical_not(dtm), np.logical_not(dt_ig))
-            tp_sum = np.cumsum(tps, axis=1).astype(float)
-            fp_sum = np.cumsum(fps, axis=1).astype(float)
-            for t in range(n_t):
-                tp, fp = tp_sum[t], fp_sum[t]
-                q = np.zeros(n_r)
-                if len(tp):
-                    rc = tp / npig
-                    pr = (tp / (fp + tp + np.spacing(1))).tolist()
-                    for i in range(len(pr) - 1, 0, -1):
-                        if pr[i] > pr[i - 1]:
-                            pr[i - 1] = pr[i]
-                    inds = np.searchsorted(rc, self.rec_thrs, side="left")
-                    for ri, pi in enumerate(inds):
-                        if pi < len(pr):
-                            q[ri] = pr[pi]
-                out[t, :, k] = q
+            pos = cat.select(idx)
+            tps, fps = cat.tp[:, pos], cat.fp[:, pos]
+            tp = np.cumsum(tps, axis=1, dtype=np.float64)
+            fp = np.cumsum(fps, axis=1, dtype=np.float64)
+            rc = tp / npig
+            pr = tp / (fp + tp + np.spacing(1))
+            pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # precision envelope, as in accumulate
+            n_d = pr.shape[1]
+            inds = np.stack([np.searchsorted(rc[t], self.rec_thrs, side="left") for t in range(n_t)])
+            ok = inds < n_d
+            q = np.zeros((n_t, n_r))
+            q[ok] = pr[np.nonzero(ok)[0], inds[ok]]
+            out[:, :, k] = q
         return out
 
     @staticmethod
@@ -198,7 +237,8 @@ def _keypoint_dets(records: list[ImageRecord]) -> list[dict[str, Any]]:
 class LevelScorer:
     """All metrics of one level's records (sorted by image id), for any index multiset of those images.
 
-    Per-image means: psnr, ms_ssim, and for classifiers agreement (with the teacher) and top1 (labelled sets).
+    Per-image means: psnr, ms_ssim, fsim and lpips (when measured), and for classifiers agreement (with the teacher) and
+    top1 (labelled sets).
     COCO metrics: map, map50 (detection), pose_ap (pose).
     """
 
@@ -210,6 +250,10 @@ class LevelScorer:
         gt = gt or GroundTruth()
         self._per_image["psnr"] = np.array([r.psnr for r in records])
         self._per_image["ms_ssim"] = np.array([r.ms_ssim for r in records])
+        if records and all(r.fsim is not None for r in records):
+            self._per_image["fsim"] = np.array([r.fsim for r in records])
+        if records and all(r.lpips is not None for r in records):
+            self._per_image["lpips"] = np.array([r.lpips for r in records])
         first = records[0].pred if records else {}
         files = [r.file for r in records]
         if "top1" in first:

@@ -42,6 +42,7 @@ class SweepConfig:
     batch: int = 16
     device: str = "cpu"
     cache: Path = DEFAULT_CACHE
+    fidelity: Sequence[str] = ()  # extra full-reference metrics per image, e.g. ("fsim",)
 
 
 @dataclass
@@ -60,6 +61,31 @@ class SweepResult:
     summaries: list[LevelSummary]
     manifest: dict[str, Any]
     stats: SweepStats = field(default_factory=SweepStats)
+
+
+NO_TASK = "none"
+
+
+class _NoTask:
+    """`--task none`: a human-vision sweep (e.g. Kodak rate-distortion); records carry fidelity metrics only."""
+
+    name = NO_TASK
+    kind = "none"
+
+    def predict(self, images: torch.Tensor) -> list[dict[str, Any]]:
+        return [{} for _ in range(images.shape[0])]
+
+
+def parse_fidelity(text: str) -> list[str]:
+    """'fsim' -> ['fsim']; InputError naming the known extra metrics."""
+    from prepcodec.eval.metrics import EXTRA_FIDELITY
+
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in EXTRA_FIDELITY]
+    if unknown:
+        raise InputError(f"unknown --fidelity {', '.join(unknown)}; known: {', '.join(EXTRA_FIDELITY)} "
+                         "(psnr and ms_ssim are always measured)")
+    return names
 
 
 def parse_levels(text: str) -> list[float]:
@@ -159,8 +185,13 @@ def run_sweep(
     if not ok:
         raise BackendUnavailable(f"codec {cfg.codec}: {backend}")
     levels = [codec.level_spec.check(lv) for lv in cfg.levels]
-    task = task or create_task(cfg.task, device=cfg.device)
-    pre = pre or parse_pre(cfg.pre, task)
+    extra = {name: metrics.EXTRA_FIDELITY[name] for name in parse_fidelity(",".join(cfg.fidelity))}
+    probe = np.full((64, 64, 3), 128, np.uint8)
+    for fn in extra.values():
+        fn(probe, probe)  # missing weights (LPIPS) fail here, before any encoding
+    if task is None:
+        task = _NoTask() if cfg.task == NO_TASK else create_task(cfg.task, device=cfg.device)
+    pre = pre or parse_pre(cfg.pre, None if isinstance(task, _NoTask) else task)
     stats = SweepStats()
     cache = ResultCache(cfg.cache)
     own_pool = pool is None
@@ -192,7 +223,8 @@ def run_sweep(
             for level in levels:
                 keys = [key(h, level) for h in hashes]
                 values = cache.get_many(keys)
-                missing = [i for i, k in enumerate(keys) if k not in values]
+                # a cached result lacking a requested extra metric is recomputed (and replaced)
+                missing = [i for i, k in enumerate(keys) if k not in values or any(m not in values[k] for m in extra)]
                 stats.cached += len(keys) - len(missing)
                 if missing:
                     if pre.qp_aware:
@@ -214,6 +246,7 @@ def run_sweep(
                             "nbytes": len(trips[j].data), "height": h, "width": w,
                             "psnr": float(metrics.psnr(images[i], decoded[j])),
                             "ms_ssim": float(metrics.ms_ssim(images[i], decoded[j])),
+                            **{m: float(fn(images[i], decoded[j])) for m, fn in extra.items()},
                             "pred": preds[j],
                         }
                     cache.put_many(new.items())
@@ -226,6 +259,7 @@ def run_sweep(
                         height=v["height"], width=v["width"],
                         bpp=float(metrics.bpp(v["nbytes"], v["height"], v["width"])),
                         psnr=v["psnr"], ms_ssim=v["ms_ssim"], pred=v["pred"], teacher=teachers[i],
+                        **{m: v.get(m) for m in extra},  # requested extra metrics only (ImageRecord fields)
                     ))
                 bar.update(len(chunk))
                 if on_chunk is not None:
@@ -244,7 +278,7 @@ def run_sweep(
         **environment_info(),
         "data": cfg.data, "n_images": len(items), "limit": cfg.limit, "task": cfg.task, "task_kind": task.kind,
         "codec": cfg.codec, "codec_backend": backend, "levels": [float(lv) for lv in levels], "preset": cfg.preset,
-        "pre": pre.spec, "workers": cfg.workers, "batch": cfg.batch, "device": cfg.device,
+        "pre": pre.spec, "fidelity": list(extra), "workers": cfg.workers, "batch": cfg.batch, "device": cfg.device,
         "cache": str(cfg.cache),
         "ground_truth": {k: (str(v) if v else None) for k, v in gt.__dict__.items()},
         "stats": stats.__dict__,

@@ -4,6 +4,9 @@ A real encode at the evaluation preset (x265 veryslow) costs far more than a pro
 is fixed: `TargetRecipe` draws K crops (photos-train + imagenet-train; never Kodak, the proxy's test set), gives
 each several random integer QPs in [22, 47], runs the codec's batch round-trip once and stores everything as a
 compressed uint8 .npz under the user cache dir, keyed by a hash of the recipe. Training then samples from it.
+On a machine with many cores, `proxy.stream` generates fresh targets during training instead; both kinds of
+target source give the trainer `available()` and `get(indices)`, and `train_indices` keeps held-out targets out
+of training batches.
 """
 
 from __future__ import annotations
@@ -81,18 +84,27 @@ def codec_roundtrip(codec: str, preset: str = "eval") -> RoundTrip:
     """`f(x NCHW [0,1], qp (N,)) -> (x_hat, bits)` through the real codec's batch pool; QP mapped to its level."""
     from prepcodec.codecs import default_pool, get_codec
 
-    c = get_codec(codec)
-    ok, why = c.availability()
+    ok, why = get_codec(codec).availability()
     if not ok:
         from prepcodec.errors import BackendUnavailable
 
         raise BackendUnavailable(f"{codec}: {why}")
 
     def run(x: torch.Tensor, qp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        levels = [float(q) if codec == "hevc" else float(c.from_hevc_qp(float(q))) for q in qp.reshape(-1)]
-        return default_pool().roundtrip_tensor(codec, x, levels, preset=preset)
+        return default_pool().roundtrip_tensor(codec, x, qp_to_levels(codec, qp), preset=preset)
 
     return run
+
+
+def qp_to_levels(codec: str, qp: np.ndarray | torch.Tensor) -> list[float]:
+    """HEVC-axis QPs -> the codec's own levels (identity for hevc; e.g. JPEG quality via the shared QP axis)."""
+    from prepcodec.codecs import get_codec
+
+    qps = [float(q) for q in np.asarray(qp, dtype=np.float64).reshape(-1)]
+    if codec == "hevc":
+        return qps
+    c = get_codec(codec)
+    return [float(c.from_hevc_qp(q)) for q in qps]
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -134,8 +146,27 @@ def load_or_build(recipe: TargetRecipe, roundtrip: RoundTrip | None = None) -> d
     return data
 
 
+def held_out(n: int, every: int) -> np.ndarray:
+    """Indices of the held-out (validation) targets among the first n: 0, every, 2*every, ... (none if every=0)."""
+    return np.arange(0, n, every) if every else np.zeros(0, np.int64)
+
+
+def train_indices(n: int, batch: int, gen: torch.Generator, holdout_every: int = 0) -> np.ndarray:
+    """`batch` random indices among the first n targets, never a held-out one (see `held_out`).
+
+    Drawn from `gen` (checkpointed), so a resumed run draws the same batches. With no hold-out this is exactly
+    `torch.randint(n, (batch,))`.
+    """
+    h = holdout_every
+    n_train = n - len(held_out(n, h))
+    if n_train < 1:
+        raise InputError(f"no training targets among the first {n} (every {h}th is held out)")
+    k = torch.randint(n_train, (batch,), generator=gen).numpy()
+    return k if not h else (k // (h - 1)) * h + k % (h - 1) + 1
+
+
 class TargetSampler:
-    """Random mini-batches from a target set, reproducible from a torch Generator (its state is checkpointed)."""
+    """A fixed (cached) target set with the interface of `proxy.stream.StreamTargets`: `available()`, `get()`."""
 
     def __init__(self, data: dict[str, np.ndarray]):
         self.data = data
@@ -143,13 +174,19 @@ class TargetSampler:
     def __len__(self) -> int:
         return len(self.data["idx"])
 
-    def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, qp, bits, x_hat) for `batch` random targets."""
-        pick = torch.randint(len(self), (batch,), generator=gen).numpy()
-        x = self.data["crops"][self.data["idx"][pick]]
+    def available(self) -> int:
+        """All targets are ready from the start."""
+        return len(self)
+
+    def get(self, pick: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, qp, bits, x_hat) for target indices `pick`."""
         return (
-            to_tensor(x),
+            to_tensor(self.data["crops"][self.data["idx"][pick]]),
             torch.from_numpy(self.data["qp"][pick]),
             torch.from_numpy(self.data["bits"][pick]),
             to_tensor(self.data["x_hat"][pick]),
         )
+
+    def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, qp, bits, x_hat) for `batch` random targets."""
+        return self.get(train_indices(len(self), batch, gen))

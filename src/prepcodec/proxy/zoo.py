@@ -62,3 +62,13 @@ def load_proxy(name: str = "hevc-small", device: str = "cpu") -> nn.Module:
     if not path.exists():
         raise InputError(f"unknown proxy {name!r}; shipped: {', '.join(list_proxies())}")
     return load_weights(path, device)
+
+
+def load_learned(spec: str | os.PathLike, device: str = "cpu") -> ProxyCodec:
+    """A learned proxy from a shipped name (e.g. 'hevc-small') or an exported .pt path (its .json next to it)."""
+    spec = str(spec)
+    if spec == ANALYTIC:
+        raise InputError(f"{ANALYTIC} has no network weights; name a learned proxy or an exported .pt")
+    if spec.endswith(".pt"):
+        return load_weights(spec, device)
+    return load_proxy(spec, device)  # type: ignore[return-value]  # a learned name gives a ProxyCodec
