@@ -1,5 +1,9 @@
 """Human-vision sweeps: `--task none` with `--fidelity fsim` on real photos (no task model, real JPEG bytes)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +15,11 @@ from prepcodec.eval import metrics
 from prepcodec.eval.compare import compare_runs
 from prepcodec.eval.records import load_run
 from prepcodec.eval.sweep import SweepConfig, parse_fidelity, run_sweep
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    bin_ = Path(sys.executable).parent / "prepcodec"
+    return subprocess.run([str(bin_), *args], capture_output=True, text=True, timeout=300, check=False)
 
 
 def _photo() -> np.ndarray:
@@ -48,6 +57,12 @@ def test_fidelity_only_sweep_records_fsim_and_compares_on_it(tmp_path):
     assert again.stats.encoded == 0 and [s.fsim for s in again.summaries] == fsims
     cmp = compare_runs([run, load_run(tmp_path / "b")], "fsim", n_boot=20)
     assert cmp.rows[0].bd_rate_pct == pytest.approx(0.0, abs=1e-9)
+    # `prepcodec plot` draws a run's RD curve on any metric it has, and refuses one it lacks
+    plot = _cli("plot", str(tmp_path / "a"), "--metric", "fsim", "--out", str(tmp_path / "rd.png"))
+    assert plot.returncode == 0, plot.stderr
+    assert (tmp_path / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = _cli("plot", str(tmp_path / "a"), "--metric", "top1", "--out", str(tmp_path / "no.png"))
+    assert bad.returncode == 2 and "no 'top1'" in bad.stderr and not (tmp_path / "no.png").exists()
 
 
 def test_cached_results_without_a_requested_metric_are_recomputed(tmp_path):

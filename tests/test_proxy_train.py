@@ -166,8 +166,10 @@ def test_init_starts_from_given_weights(tmp_path, targets):
     exported = torch.load(tmp_path / "ft" / "hevc-small.pt", weights_only=True)
     for k, v in shipped.items():
         assert torch.equal(exported[k], v), k
+    warm = init_model(TrainConfig(codec="jpeg", init="hevc-small"))  # another codec, same architecture: allowed
+    assert warm.config.codec == "jpeg" and torch.equal(warm.state_dict()[k], v)
     with pytest.raises(InputError, match="hevc-small"):
-        init_model(TrainConfig(codec="jpeg", init="hevc-small"))
+        init_model(TrainConfig(codec="hevc", size="large", init="hevc-small"))
     with pytest.raises(InputError, match="--init"):
         init_model(TrainConfig(init=str(tmp_path / "missing.pt")))
 

@@ -94,7 +94,34 @@ def compare_command(
         typer.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
 
 
+def plot_command(
+    runs: list[Path] = typer.Argument(..., help="run directories written by `prepcodec eval`"),
+    metric: str = typer.Option("psnr", "--metric", help="a metric the runs have, e.g. psnr, fsim, lpips, top1, map"),
+    out: Path = typer.Option(..., "--out", help="PNG to write"),
+    logx: bool = typer.Option(False, "--logx", help="logarithmic bpp axis"),
+) -> None:
+    """Rate-quality curves (mean bpp vs metric per level) of runs, without BD-rate: e.g. a Kodak RD curve."""
+    from prepcodec.eval.plots import rd_plot
+    from prepcodec.eval.records import METRIC_NAMES, load_run
+    from prepcodec.eval.report import METRIC_LABELS, display_value
+
+    if metric not in METRIC_NAMES:
+        raise InputError(f"unknown metric {metric!r}; expected one of {', '.join(METRIC_NAMES)}")
+    curves, counts = {}, set()
+    for path in runs:
+        run = load_run(path)
+        values = [getattr(s, metric) for s in run.summaries]
+        if any(v is None for v in values):
+            raise InputError(f"run {run.name} has no {metric!r} at every level")
+        curves[run.name] = ([s.bpp for s in run.summaries], [display_value(metric, v) for v in values])
+        counts.update(s.n for s in run.summaries)
+    title = f"{', '.join(str(v) for v in sorted(counts))} images per level"
+    rd_plot(curves, "bits per pixel (real bitstreams)", METRIC_LABELS.get(metric, metric), out, title=title, logx=logx)
+    typer.echo(f"wrote {out}", err=True)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `eval` and `compare` to the root app."""
+    """Add `eval`, `compare` and `plot` to the root app."""
     app.command("eval")(eval_command)
     app.command("compare")(compare_command)
+    app.command("plot")(plot_command)

@@ -155,10 +155,9 @@ def eval_cmd(
     report["grad_downscale"] = grad_downscale
     text = fidelity.dumps(report)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        from prepcodec.atomic import write_text
+
+        write_text(out, text + "\n")
     if as_json:
         typer.echo(text)
         return
@@ -178,10 +177,10 @@ def eval_cmd(
 @proxy_app.command("fit-jpeg")
 def fit_jpeg_cmd(
     images: int = typer.Option(40, help="training photos (photos-train) to fit on"),
-    qualities: str = typer.Option("10,25,50,75,90", help="JPEG qualities, comma-separated"),
+    qualities: str = typer.Option("5,8,10,16,25,35,50,64,75,90", help="JPEG qualities, comma-separated"),
     out: Path = typer.Option(None, help="where to write the rate model (default: the shipped jpeg_rate.json)"),
 ) -> None:
-    """Fit the analytic JPEG proxy's rate model (a, b, c) to real JPEG bytes of training photos."""
+    """Fit the analytic JPEG proxy's rate model (5 coefficients) to real JPEG bytes of training photos."""
     from prepcodec.atomic import write_text
     from prepcodec.data.datasets import get_dataset
     from prepcodec.proxy.jpeg import RATE_MODEL_PATH, fit_rate_model

@@ -48,7 +48,7 @@ def rd_plot(
         if title:
             ax.set_title(title)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")

@@ -17,7 +17,7 @@ METRIC_LABELS = {
 EXTRA_COLUMNS = {"fsim": "FSIM", "lpips": "LPIPS"}  # optional per-level columns of summary_markdown
 
 
-def _display(metric: str, value: float) -> float:
+def display_value(metric: str, value: float) -> float:
     """Task metrics print as percent, fidelity metrics in their own units."""
     return 100 * value if metric in TASK_METRICS else value
 
@@ -68,7 +68,7 @@ def rd_plot(cmp: Comparison, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
     labels = {r.run: f"{r.run} ({r.bd_rate_pct:+.1f} %)" for r in cmp.rows}
     for name, (rates, quality) in cmp.curves.items():
-        shown = [_display(cmp.metric, q) for q in quality]
+        shown = [display_value(cmp.metric, q) for q in quality]
         ax.plot(rates, shown, marker="o", ms=3, label=labels.get(name, f"{name} (anchor)"))
     ax.set_xlabel("bits per pixel (real bitstreams)")
     ax.set_title(f"{cmp.n_plotted} images common to all runs", fontsize=9)

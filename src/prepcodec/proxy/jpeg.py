@@ -3,9 +3,18 @@
 It mirrors what libjpeg does step by step (RGB->YCbCr, 2x2 box chroma pooling, level shift, 8x8 DCT, IJG tables
 scaled by quality, rounding, dequantisation, IDCT, triangular ("fancy") chroma upsampling, YCbCr->RGB), so its
 hard-rounded output is within ~40+ dB of Pillow's decode and its gradients follow JPEG's real behaviour. The rate
-has no closed form (Huffman/run-length coding), so it is a 3-parameter model
-    bits = a * sum log2(1 + |coef/Q|) + b * soft_nonzero_count + c,
-least-squares fitted (relative error) to real bytes by `fit_rate_model` on training photos.
+has no closed form (Huffman/run-length coding), so it is a linear model in five per-image features of the
+quantised coefficients v = coef/Q (summed over Y, Cb, Cr):
+
+    bits = a * sum_AC log2(1 + |v|)      magnitude bits of the AC coefficients
+         + b * sum_AC soft[|v| > 0.5]    one Huffman symbol per nonzero AC coefficient
+         + c * sum_AC soft[|v| > 1.5]    larger magnitudes use longer (run, size) codes
+         + d * sum log2(1 + |dDC|)       DC is coded as the difference to the previous block (raster order)
+         + e                             headers and Huffman tables
+
+(soft[.] = a sigmoid, so every term is differentiable), fitted by non-negative least squares with relative error
+(`fit_rate_model`) on training photos. The feature set was chosen on held-out training photos (see
+`docs/proxy.md`), never on Kodak, which is the proxies' test set.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ _CHROMA = [
     47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32),
 ]  # fmt: skip
 SOFT_NZ_SHARPNESS = 8.0
+RATE_FEATURES = ("ac_log_magnitude", "ac_nonzero", "ac_above_one", "dc_diff_log", "constant")
 
 
 def quant_tables(quality: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,11 +94,14 @@ class JpegProxy(nn.Module):
         if rounding not in ("ste", "noise"):
             raise InputError(f"rounding must be 'ste' or 'noise', got {rounding!r}")
         self.rounding = rounding
-        coefs = rate_coefs if rate_coefs is not None else load_rate_model()["coefs"]
-        self.register_buffer("rate_coefs", torch.tensor(list(coefs), dtype=torch.float32))
+        coefs = list(rate_coefs if rate_coefs is not None else load_rate_model()["coefs"])
+        if len(coefs) != len(RATE_FEATURES):
+            raise InputError(f"JPEG rate model needs {len(RATE_FEATURES)} coefficients ({', '.join(RATE_FEATURES)}), "
+                             f"got {len(coefs)}; refit it with `prepcodec proxy fit-jpeg`")
+        self.register_buffer("rate_coefs", torch.tensor(coefs, dtype=torch.float32))
 
     def features(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_hat, per-image rate features (N,2): sum log2(1+|c/Q|), soft nonzero count)."""
+        """(x_hat, per-image rate features (N, 5) in the order of `RATE_FEATURES`)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"JPEG proxy expects (N,3,H,W) RGB, got shape {tuple(x.shape)}")
         n, _, h, w = x.shape
@@ -102,6 +115,8 @@ class JpegProxy(nn.Module):
         cbcr = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
         qy, qc = (t.to(x) for t in quant_tables(quality))
         d = _DCT.to(x)
+        ac_mask = torch.ones(8, 8, device=x.device, dtype=x.dtype)
+        ac_mask[0, 0] = 0
         planes, feats = [], []
         for plane, q in ((y, qy), (cbcr[:, 0], qc), (cbcr[:, 1], qc)):
             coef = d @ _blocks(plane - 128) @ d.T
@@ -111,12 +126,16 @@ class JpegProxy(nn.Module):
             else:
                 vq = v + torch.empty_like(v).uniform_(-0.5, 0.5)
             planes.append(_unblocks(d.T @ (vq * q) @ d) + 128)
-            a = v.abs()
+            ac = v.abs() * ac_mask
+            dc = v[..., 0, 0].flatten(1)
+            dc_diff = torch.cat([dc[:, :1], dc[:, 1:] - dc[:, :-1]], 1).abs()
             feats.append(
                 torch.stack(
                     [
-                        torch.log2(1 + a).sum((1, 2, 3, 4)),
-                        torch.sigmoid(SOFT_NZ_SHARPNESS * (a - 0.5)).sum((1, 2, 3, 4)),
+                        torch.log2(1 + ac).sum((1, 2, 3, 4)),
+                        (torch.sigmoid(SOFT_NZ_SHARPNESS * (ac - 0.5)) * ac_mask).sum((1, 2, 3, 4)),
+                        (torch.sigmoid(SOFT_NZ_SHARPNESS * (ac - 1.5)) * ac_mask).sum((1, 2, 3, 4)),
+                        torch.log2(1 + dc_diff).sum(1),
                     ],
                     1,
                 )
@@ -129,12 +148,12 @@ class JpegProxy(nn.Module):
         )
         x_hat = (out / 255.0)[:, :, :h, :w]
         x_hat = x_hat + (x_hat.clamp(0, 1) - x_hat).detach()  # clamp value, keep gradient at the borders
-        return x_hat, sum(feats)
+        f = sum(feats)
+        return x_hat, torch.cat([f, torch.ones_like(f[:, :1])], 1)
 
     def forward(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         x_hat, f = self.features(x, quality)
-        a, b, c = self.rate_coefs
-        return x_hat, a * f[:, 0] + b * f[:, 1] + c
+        return x_hat, f @ self.rate_coefs.to(f)
 
 
 def real_jpeg(rgb: np.ndarray, quality: int, preset: str = "eval") -> bytes:
@@ -149,31 +168,33 @@ def fit_rate_model(
     qualities: Sequence[int],
     encode: Callable[[np.ndarray, int], bytes] = real_jpeg,
 ) -> dict:
-    """Non-negative least-squares fit of (a, b, c) to real bits, weighted by 1/bits (relative error).
+    """Non-negative least-squares fit of the rate coefficients to real bits, weighted by 1/bits (relative error).
 
-    Non-negative so that the header constant c cannot go below zero and small crops never get negative bits.
+    Non-negative so that no feature can lower the rate (the header constant stays >= 0 and small crops never get
+    negative bits).
     """
     from scipy.optimize import nnls
 
-    proxy = JpegProxy(rate_coefs=(0.0, 0.0, 0.0))
+    proxy = JpegProxy(rate_coefs=(0.0,) * len(RATE_FEATURES))
     rows, bits = [], []
     with torch.no_grad():
         for img in images:
             x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
             for q in qualities:
                 _, f = proxy.features(x, q)
-                rows.append([float(f[0, 0]), float(f[0, 1]), 1.0])
+                rows.append(f[0].double().tolist())
                 bits.append(8.0 * len(encode(img, q)))
     a_mat, y = np.asarray(rows), np.asarray(bits)
     wts = 1.0 / y
     coefs, _ = nnls(a_mat * wts[:, None], y * wts)
     pred = a_mat @ coefs
     r = float(np.corrcoef(np.log(np.maximum(pred, 1.0)), np.log(y))[0, 1])
-    return {"coefs": [float(v) for v in coefs], "n": len(y), "pearson_log_bits": r, "qualities": list(qualities)}
+    return {"features": list(RATE_FEATURES), "coefs": [float(v) for v in coefs], "n": len(y),
+            "pearson_log_bits": r, "qualities": list(qualities)}
 
 
 def load_rate_model(path: Path = RATE_MODEL_PATH) -> dict:
     """The shipped fitted rate model; falls back to a rough prior when it has not been fitted yet."""
     if path.exists():
         return json.loads(path.read_text())
-    return {"coefs": [1.0, 4.0, 4000.0], "n": 0, "pearson_log_bits": None}
+    return {"features": list(RATE_FEATURES), "coefs": [0.5, 2.0, 5.0, 2.0, 2000.0], "n": 0, "pearson_log_bits": None}

@@ -20,6 +20,7 @@ same global batch from one shared generator and trains on its own slice; rank 0 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -109,7 +110,11 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def init_model(cfg: TrainConfig, device: str | torch.device = "cpu") -> ProxyCodec:
-    """A fresh proxy of `cfg.codec`/`cfg.size`, or a copy of the weights `cfg.init` names (same config required)."""
+    """A fresh proxy of `cfg.codec`/`cfg.size`, or a copy of the weights `cfg.init` names.
+
+    The init weights must have the same architecture; they may imitate another codec (a warm start: every proxy
+    shares the HEVC-QP axis, so e.g. the hevc proxy is a better start for a jpeg proxy than random weights).
+    """
     model = ProxyCodec(make_config(cfg.codec, cfg.size))
     if cfg.init:
         from prepcodec.errors import WeightsMissing
@@ -119,7 +124,7 @@ def init_model(cfg: TrainConfig, device: str | torch.device = "cpu") -> ProxyCod
             src = load_learned(cfg.init)
         except WeightsMissing as e:
             raise InputError(f"--init: {e}") from None
-        if src.config != model.config:
+        if dataclasses.replace(src.config, codec=cfg.codec) != model.config:
             c = src.config
             raise InputError(f"--init {cfg.init} is a {c.codec}-{c.size} proxy (N={c.N}, M={c.M}), "
                              f"not {cfg.codec}-{cfg.size}")
