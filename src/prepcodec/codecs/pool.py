@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -106,16 +106,30 @@ class CodecPool:
         preset: str = "eval",
     ) -> list[RoundTrip]:
         """Encode+decode every image (in order) at its level; errors of any image propagate."""
+        return self.submit(codec, images, levels, preset)()
+
+    def submit(
+        self,
+        codec: str,
+        images: Sequence[np.ndarray],
+        levels: float | Sequence[float],
+        preset: str = "eval",
+    ) -> Callable[[], list[RoundTrip]]:
+        """Queue the round-trips and return a function that waits for their results (in order).
+
+        Lets a caller keep the workers busy with the next batch while it scores this one (the sweep queues every
+        level of a chunk up front). Without worker processes the work runs when the function is called.
+        """
         c = get_codec(codec)  # validate name, levels and preset here, before any work is queued
         check_preset(preset)
         lv = [c.level_spec.check(v) for v in _broadcast_levels(levels, len(images))]
         if self._executor is None or len(images) <= 1:
-            return [roundtrip_one(c.name, img, level, preset) for img, level in zip(images, lv, strict=True)]
+            return lambda: [roundtrip_one(c.name, img, level, preset) for img, level in zip(images, lv, strict=True)]
         futures = [
             self._executor.submit(roundtrip_one, c.name, img, level, preset)
             for img, level in zip(images, lv, strict=True)
         ]
-        return [f.result() for f in futures]
+        return lambda: [f.result() for f in futures]
 
     def roundtrip_tensor(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prepcodec.atomic import atomic_path, write_text
+from prepcodec.atomic import write_text
 from prepcodec.eval.compare import Comparison
 from prepcodec.eval.records import TASK_METRICS, LevelSummary
 
@@ -59,28 +59,14 @@ def summary_markdown(summaries: list[LevelSummary]) -> str:
 
 
 def rd_plot(cmp: Comparison, path: Path) -> None:
-    """bpp vs metric, one curve per run, written atomically as PNG."""
-    import matplotlib
+    """bpp vs metric, one curve per run labelled with its BD-rate (the anchor marked), as PNG."""
+    from prepcodec.eval.plots import rd_plot as draw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
     labels = {r.run: f"{r.run} ({r.bd_rate_pct:+.1f} %)" for r in cmp.rows}
-    for name, (rates, quality) in cmp.curves.items():
-        shown = [display_value(cmp.metric, q) for q in quality]
-        ax.plot(rates, shown, marker="o", ms=3, label=labels.get(name, f"{name} (anchor)"))
-    ax.set_xlabel("bits per pixel (real bitstreams)")
-    ax.set_title(f"{cmp.n_plotted} images common to all runs", fontsize=9)
-    ax.set_ylabel(METRIC_LABELS.get(cmp.metric, cmp.metric))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
+    curves = {labels.get(name, f"{name} (anchor)"): (rates, [display_value(cmp.metric, q) for q in quality])
+              for name, (rates, quality) in cmp.curves.items()}
+    draw(curves, "bits per pixel (real bitstreams)", METRIC_LABELS.get(cmp.metric, cmp.metric), path,
+         title=f"{cmp.n_plotted} images common to all runs")
 
 
 def comparison_json(cmp: Comparison) -> list[dict]:

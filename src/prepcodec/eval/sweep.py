@@ -1,7 +1,8 @@
 """Rate–accuracy sweep: data set x task x codec x levels x preprocessor -> per-image records + per-level summaries.
 
-Per chunk of images: the teacher (task on the uncompressed image) and then, per level, preprocess -> real
-encode/decode in the codec process pool -> fidelity + task prediction on the decoded images (batched by size).
+Per chunk of images: the teacher (task on the uncompressed image), then every level's preprocess -> real
+encode/decode is queued in the codec process pool, and level by level, as results arrive, fidelity + task
+prediction on the decoded images (batched by size) — the workers encode later levels meanwhile.
 Every (image, level) result is committed to the SQLite cache as soon as its chunk finishes, so a killed sweep
 resumes where it stopped and a repeated one only reads the cache.
 """
@@ -220,12 +221,16 @@ def run_sweep(
                 stats.teacher_computed += len(missing_t)
             teachers = [cached_teacher[teacher_key(h)] for h in hashes]
             preprocessed: list[np.ndarray] | None = None
+            # queue every level's missing round-trips first, so the codec workers encode the next levels while
+            # this process runs the task and the metrics on the finished ones
+            plan = []
             for level in levels:
                 keys = [key(h, level) for h in hashes]
                 values = cache.get_many(keys)
                 # a cached result lacking a requested extra metric is recomputed (and replaced)
                 missing = [i for i, k in enumerate(keys) if k not in values or any(m not in values[k] for m in extra)]
                 stats.cached += len(keys) - len(missing)
+                wait = None
                 if missing:
                     if pre.qp_aware:
                         qp = codec.to_hevc_qp(level)
@@ -236,7 +241,11 @@ def run_sweep(
                         inputs = [preprocessed[i] for i in missing]
                     if pool is None:
                         pool = CodecPool(workers=cfg.workers)
-                    trips = pool.roundtrip(cfg.codec, inputs, level, preset=cfg.preset)
+                    wait = pool.submit(cfg.codec, inputs, level, preset=cfg.preset)
+                plan.append((level, keys, values, missing, wait))
+            for level, keys, values, missing, wait in plan:
+                if wait is not None:
+                    trips = wait()
                     decoded = [t.decoded for t in trips]
                     preds = _predict(task, decoded, cfg.batch, cfg.device)
                     new = {}
