@@ -3,16 +3,16 @@
 It mirrors what libjpeg does step by step (RGB->YCbCr, 2x2 box chroma pooling, level shift, 8x8 DCT, IJG tables
 scaled by quality, rounding, dequantisation, IDCT, triangular ("fancy") chroma upsampling, YCbCr->RGB), so its
 hard-rounded output is within ~40+ dB of Pillow's decode and its gradients follow JPEG's real behaviour. The rate
-has no closed form (Huffman/run-length coding), so it is a linear model in five per-image features of the
-quantised coefficients v = coef/Q (summed over Y, Cb, Cr):
+has no closed form (Huffman/run-length coding), so it is a linear model in per-image features of the quantised
+coefficients v = coef/Q, the AC ones separately for luma and chroma (they have their own Huffman tables):
 
-    bits = a * sum_AC log2(1 + |v|)      magnitude bits of the AC coefficients
-         + b * sum_AC soft[|v| > 0.5]    one Huffman symbol per nonzero AC coefficient
-         + c * sum_AC soft[|v| > 1.5]    larger magnitudes use longer (run, size) codes
-         + d * sum log2(1 + |dDC|)       DC is coded as the difference to the previous block (raster order)
-         + e                             headers and Huffman tables
+    bits = a_Y * sum_AC log2(1 + |v|) + b_Y * sum_AC soft[|v| > 0.5] + c_Y * sum_AC soft[|v| > 1.5]   (luma)
+         + a_C * ...                  + b_C * ...                     + c_C * ...                      (Cb + Cr)
+         + d * sum log2(1 + |dDC|)   DC is coded as the difference to the previous block (raster order)
+         + e                         headers and Huffman tables
 
-(soft[.] = a sigmoid, so every term is differentiable), fitted by non-negative least squares with relative error
+(log2(1 + |v|): magnitude bits; soft[|v| > 0.5]: one Huffman symbol per nonzero coefficient; soft[|v| > 1.5]:
+larger magnitudes use longer (run, size) codes; soft[.] is a sigmoid, so every term is differentiable), fitted by non-negative least squares with relative error
 (`fit_rate_model`) on training photos. The feature set was chosen on held-out training photos (see
 `docs/proxy.md`), never on Kodak, which is the proxies' test set.
 """
@@ -42,7 +42,11 @@ _CHROMA = [
     47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32),
 ]  # fmt: skip
 SOFT_NZ_SHARPNESS = 8.0
-RATE_FEATURES = ("ac_log_magnitude", "ac_nonzero", "ac_above_one", "dc_diff_log", "constant")
+RATE_FEATURES = (
+    "luma_ac_log_magnitude", "luma_ac_nonzero", "luma_ac_above_one",
+    "chroma_ac_log_magnitude", "chroma_ac_nonzero", "chroma_ac_above_one",
+    "dc_diff_log", "constant",
+)
 
 
 def quant_tables(quality: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +105,7 @@ class JpegProxy(nn.Module):
         self.register_buffer("rate_coefs", torch.tensor(coefs, dtype=torch.float32))
 
     def features(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_hat, per-image rate features (N, 5) in the order of `RATE_FEATURES`)."""
+        """(x_hat, per-image rate features (N, 8) in the order of `RATE_FEATURES`)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"JPEG proxy expects (N,3,H,W) RGB, got shape {tuple(x.shape)}")
         n, _, h, w = x.shape
@@ -148,8 +152,9 @@ class JpegProxy(nn.Module):
         )
         x_hat = (out / 255.0)[:, :, :h, :w]
         x_hat = x_hat + (x_hat.clamp(0, 1) - x_hat).detach()  # clamp value, keep gradient at the borders
-        f = sum(feats)
-        return x_hat, torch.cat([f, torch.ones_like(f[:, :1])], 1)
+        luma, chroma = feats[0], feats[1] + feats[2]  # luma and chroma have their own Huffman tables
+        f = torch.cat([luma[:, :3], chroma[:, :3], luma[:, 3:] + chroma[:, 3:], torch.ones_like(luma[:, :1])], 1)
+        return x_hat, f
 
     def forward(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         x_hat, f = self.features(x, quality)
@@ -197,4 +202,5 @@ def load_rate_model(path: Path = RATE_MODEL_PATH) -> dict:
     """The shipped fitted rate model; falls back to a rough prior when it has not been fitted yet."""
     if path.exists():
         return json.loads(path.read_text())
-    return {"features": list(RATE_FEATURES), "coefs": [0.5, 2.0, 5.0, 2.0, 2000.0], "n": 0, "pearson_log_bits": None}
+    prior = [0.5, 2.0, 5.0, 0.5, 2.0, 5.0, 2.0, 2000.0]  # roughly the fitted values, for an unfitted checkout
+    return {"features": list(RATE_FEATURES), "coefs": prior, "n": 0, "pearson_log_bits": None}
