@@ -12,9 +12,10 @@ coefficients v = coef/Q, the AC ones separately for luma and chroma (they have t
          + e                         headers and Huffman tables
 
 (log2(1 + |v|): magnitude bits; soft[|v| > 0.5]: one Huffman symbol per nonzero coefficient; soft[|v| > 1.5]:
-larger magnitudes use longer (run, size) codes; soft[.] is a sigmoid, so every term is differentiable), fitted by non-negative least squares with relative error
-(`fit_rate_model`) on training photos. The feature set was chosen on held-out training photos (see
-`docs/proxy.md`), never on Kodak, which is the proxies' test set.
+larger magnitudes use longer (run, size) codes; soft[.] is a sigmoid, so every term is differentiable), fitted by
+non-negative least squares with relative error (`fit_rate_model`) on training photos. The features were chosen on
+held-out training images (`scripts/jpeg_rate_feature_selection.py`, `docs/proxy.md`), never on Kodak, which is the
+proxies' test set.
 """
 
 from __future__ import annotations
