@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import nnls
 
 from prepcodec.data.datasets import get_dataset
-from prepcodec.proxy.jpeg import _DCT, SOFT_NZ_SHARPNESS, _blocks, quant_tables, real_jpeg
+from prepcodec.proxy.jpeg import _DCT, SOFT_NZ_SHARPNESS, _blocks, quant_tables, real_jpeg, ycbcr420
 
 QUALITIES = (5, 8, 10, 16, 25, 35, 50, 64, 75, 90)
 ZIGZAG = np.array([0, 1, 5, 6, 14, 15, 27, 28, 2, 4, 7, 13, 16, 26, 29, 42, 3, 8, 12, 17, 25, 30, 41, 43, 9, 11, 18,
@@ -41,12 +40,7 @@ def _soft(a: torch.Tensor, t: float) -> torch.Tensor:
 @torch.no_grad()
 def features(img: np.ndarray, quality: int) -> dict[str, float]:
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
-    h, w = x.shape[2:]
-    x = F.pad(x, (0, (-w) % 16, 0, (-h) % 16), mode="replicate") * 255
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cbcr = F.avg_pool2d(torch.stack([-0.168736 * r - 0.331264 * g + 0.5 * b + 128,
-                                     0.5 * r - 0.418688 * g - 0.081312 * b + 128], 1), 2)
+    y, cbcr = ycbcr420(x)
     qy, qc = quant_tables(quality)
     zz = torch.from_numpy(np.log2(1 + ZIGZAG)).float()
     f = dict.fromkeys(NAMES, 0.0)

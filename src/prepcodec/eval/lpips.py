@@ -26,9 +26,6 @@ TAPS = (1, 4, 7, 9, 11)  # indices of the ReLUs after conv1..conv5 in AlexNet's 
 CHANNELS = (64, 192, 384, 256, 256)
 EPS = 1e-10  # as lpips.normalize_tensor
 
-_MODEL: torch.nn.Module | None = None
-
-
 @cache
 def _module_class() -> type:
     """The nn.Module subclass, defined on first use so that importing this module does not import torch."""
@@ -85,11 +82,9 @@ def build_model(state_dict: dict[str, torch.Tensor] | None = None) -> torch.nn.M
     return model.eval().requires_grad_(False)
 
 
+@cache
 def _model() -> torch.nn.Module:
-    global _MODEL
-    if _MODEL is None:
-        _MODEL = build_model()
-    return _MODEL
+    return build_model()
 
 
 def to_input(rgb: np.ndarray) -> torch.Tensor:

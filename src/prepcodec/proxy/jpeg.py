@@ -84,6 +84,21 @@ def _unblocks(b: torch.Tensor) -> torch.Tensor:
     return b.permute(0, 1, 3, 2, 4).reshape(n, hb * 8, wb * 8)
 
 
+def ycbcr420(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB (N,3,H,W) in [0,1] -> (Y (N,H',W'), CbCr (N,2,H'/2,W'/2)) in 0..255, as libjpeg codes it.
+
+    Replicate-padded to whole 16x16 MCUs, JFIF full-range YCbCr, 2x2 box-averaged chroma (4:2:0).
+    """
+    h, w = x.shape[2:]
+    ph, pw = (-h) % 16, (-w) % 16
+    rgb = (F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x) * 255.0
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+    return y, F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+
+
 def _round_ste(v: torch.Tensor) -> torch.Tensor:
     return v + (torch.round(v) - v).detach()
 
@@ -109,15 +124,8 @@ class JpegProxy(nn.Module):
         """(x_hat, per-image rate features (N, 8) in the order of `RATE_FEATURES`)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"JPEG proxy expects (N,3,H,W) RGB, got shape {tuple(x.shape)}")
-        n, _, h, w = x.shape
-        ph, pw = (-h) % 16, (-w) % 16
-        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
-        rgb = xp * 255.0
-        r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-        y = 0.299 * r + 0.587 * g + 0.114 * b
-        cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
-        cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
-        cbcr = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+        h, w = x.shape[2:]
+        y, cbcr = ycbcr420(x)
         qy, qc = (t.to(x) for t in quant_tables(quality))
         d = _DCT.to(x)
         ac_mask = torch.ones(8, 8, device=x.device, dtype=x.dtype)
