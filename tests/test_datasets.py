@@ -102,3 +102,22 @@ def test_coco_photos_kodak_on_shared_data():
     assert max(ev.load(ev.items[0]).shape[:2]) == 640
     kodak = get_dataset("kodak")
     assert len(kodak) == 24 and kodak.items[0].id == "kodim01" and kodak.load(kodak.items[0]).shape == (512, 768, 3)
+
+
+def test_sliced_data_set_names_a_disjoint_part():
+    whole = get_dataset("samples")
+    head, tail = get_dataset("samples[:2]"), get_dataset("Samples[2:]")
+    assert [i.id for i in head.items] == [i.id for i in whole.items[:2]]
+    assert [i.id for i in tail.items] == [i.id for i in whole.items[2:]]
+    assert head.name == "samples[:2]" and not {i.id for i in head.items} & {i.id for i in tail.items}
+    assert head.load(head.items[0]).shape == whole.load(whole.items[0]).shape
+    for bad in ("samples[a:b]", "samples[1]", "nope[:2]"):
+        with pytest.raises(InputError):
+            get_dataset(bad)
+
+
+def test_proxy_targets_refuse_kodak_even_sliced():
+    from prepcodec.proxy.targets import TargetRecipe, draw_crops
+
+    with pytest.raises(InputError, match="test set"):
+        draw_crops(TargetRecipe(datasets=("photos-train", "kodak[:3]")))

@@ -11,7 +11,7 @@ import numpy as np
 # BT.601 full range ("JPEG" YCbCr), as used by BPG's default and by JFIF.
 _KR, _KB = 0.299, 0.114
 _KG = 1.0 - _KR - _KB
-_RGB2YUV = np.array(
+RGB2YUV = np.array(
     [
         [_KR, _KG, _KB],
         [-0.5 * _KR / (1 - _KB), -0.5 * _KG / (1 - _KB), 0.5],
@@ -19,7 +19,7 @@ _RGB2YUV = np.array(
     ],
     dtype=np.float64,
 )
-_YUV2RGB = np.linalg.inv(_RGB2YUV)
+YUV2RGB = np.linalg.inv(RGB2YUV)
 
 
 def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
 
 def rgb_to_yuv420(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RGB uint8 HxWx3 (H, W even) -> (Y HxW, U H/2xW/2, V H/2xW/2) uint8; chroma = 2x2 box average (centre sited)."""
-    ycc = rgb.astype(np.float64) @ _RGB2YUV.T
+    ycc = rgb.astype(np.float64) @ RGB2YUV.T
     ycc[..., 1:] += 128.0
     h, w = rgb.shape[:2]
     y = np.clip(np.rint(ycc[..., 0]), 0, 255).astype(np.uint8)
@@ -65,5 +65,5 @@ def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     ycc[..., 0] = y
     ycc[..., 1] = _upsample2(u)[:h, :w] - 128.0
     ycc[..., 2] = _upsample2(v)[:h, :w] - 128.0
-    rgb = ycc @ _YUV2RGB.T
+    rgb = ycc @ YUV2RGB.T
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)

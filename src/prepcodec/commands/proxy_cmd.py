@@ -14,10 +14,16 @@ proxy_app = typer.Typer(help="Differentiable codec proxies (training-time stand-
                         no_args_is_help=True)
 
 
-def _recipe(codec: str, crops: int, crop_size: int, qps_per_crop: int, seed: int):
-    from prepcodec.proxy.targets import TargetRecipe
+def _recipe(codec: str, crops: int, crop_size: int, qps_per_crop: int, seed: int, datasets: str | None = None):
+    from prepcodec.proxy.targets import TRAIN_DATASETS, TargetRecipe
 
-    return TargetRecipe(codec=codec, crops=crops, crop_size=crop_size, qps_per_crop=qps_per_crop, seed=seed)
+    names = tuple(d.strip() for d in datasets.split(",") if d.strip()) if datasets else TRAIN_DATASETS
+    return TargetRecipe(codec=codec, crops=crops, crop_size=crop_size, qps_per_crop=qps_per_crop, seed=seed,
+                        datasets=names)
+
+
+DATASETS_HELP = ("cached target set: data sets to crop from, comma-separated, slices allowed "
+                 "(default photos-train,imagenet-train; e.g. 'photos-train[:57]' keeps the last 12 photos out)")
 
 
 @proxy_app.command("targets")
@@ -27,11 +33,12 @@ def targets_cmd(
     crop_size: int = typer.Option(128, help="crop side in pixels"),
     qps_per_crop: int = typer.Option(2, help="random QPs in [22, 47] per crop"),
     seed: int = typer.Option(0),
+    datasets: str = typer.Option(None, help=DATASETS_HELP),
 ) -> None:
     """Build (or find) the cached real-codec target set and print its path."""
     from prepcodec.proxy.targets import cache_dir, load_or_build
 
-    recipe = _recipe(codec, crops, crop_size, qps_per_crop, seed)
+    recipe = _recipe(codec, crops, crop_size, qps_per_crop, seed, datasets)
     data = load_or_build(recipe)
     typer.echo(f"{cache_dir() / f'{codec}-{recipe.key()}.npz'}  ({len(data['idx'])} targets)")
 
@@ -39,7 +46,8 @@ def targets_cmd(
 @proxy_app.command("train")
 def train_cmd(
     codec: str = typer.Option("hevc", help="real codec to imitate"),
-    size: str = typer.Option("small", help="small (N=64/M=96, CPU) or large (N=128/M=192, GPU)"),
+    size: str = typer.Option("small", help="small (GDN, N=64/M=96, CPU), large (GDN, N=128/M=192, GPU) or "
+                                           "dct (block-DCT transforms, CPU)"),
     steps: int = typer.Option(None, help="optimizer steps in total (default 2000; no limit with --budget)"),
     budget: float = typer.Option(None, help="wall-clock seconds for the whole run; the cosine LR runs over it"),
     batch: int = typer.Option(8, help="global batch (split across torchrun processes)"),
@@ -53,6 +61,7 @@ def train_cmd(
     crops: int = typer.Option(640, help="cached target set: random training crops"),
     crop_size: int = typer.Option(128, help="crop side (cached or streamed targets)"),
     qps_per_crop: int = typer.Option(2, help="cached target set: random QPs per crop"),
+    datasets: str = typer.Option(None, help=DATASETS_HELP),
     seed: int = typer.Option(0),
     targets: Path = typer.Option(None, help="target .npz to use instead of the cache (machines without codecs)"),
     stream: int = typer.Option(0, help="generate this many fresh real-codec targets (one random QP each) in a "
@@ -65,6 +74,8 @@ def train_cmd(
     val_targets: int = typer.Option(150, help="validation subset: the first n held-out targets"),
     val_every: int = typer.Option(100, help="validate every n steps (0 = off)"),
     val_every_s: float = typer.Option(0.0, help="validate every s seconds (0 = off)"),
+    w_dist: float = typer.Option(0.0, help="weight of distortion-level matching, |log2 MSE(proxy, x) - log2 "
+                                           "MSE(codec, x)| per image (0: the loss the hevc-small weights used)"),
     alternate_rounding: bool = typer.Option(False, help="alternate noise-rate steps (train mode) with hard-rounded "
                                                         "straight-through steps (eval mode)"),
 ) -> None:
@@ -73,7 +84,7 @@ def train_cmd(
 
     from prepcodec.train.proxy_trainer import TrainConfig, train_proxy
 
-    recipe = _recipe(codec, crops, crop_size, qps_per_crop, seed)
+    recipe = _recipe(codec, crops, crop_size, qps_per_crop, seed, datasets)
     data, stream_recipe = None, None
     if stream < 0:
         raise InputError(f"--stream must be >= 0, got {stream}")
@@ -103,7 +114,7 @@ def train_cmd(
                       out=str(out or Path("runs") / f"proxy-{codec}-{size}"), ckpt_every=ckpt_every, recipe=recipe,
                       init=init, stream=stream_recipe, budget_s=budget, holdout_every=holdout_every,
                       val_targets=val_targets, val_every=val_every, val_every_s=val_every_s,
-                      alternate_rounding=alternate_rounding)
+                      alternate_rounding=alternate_rounding, w_dist=w_dist)
     summary = train_proxy(cfg, resume=resume, targets=data)
     keys = ("steps", "wall_s", "device", "world_size", "first_loss", "final_loss_mean_last50", "val_loss", "best_step")
     typer.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
@@ -129,29 +140,34 @@ def _proxy_fn(name: str, codec: str):
 @proxy_app.command("eval")
 def eval_cmd(
     codec: str = typer.Option("hevc", help="real codec"),
-    proxy: str = typer.Option(None, help="shipped name (see `proxy list`), a .pt path, or jpeg-analytic"),
-    images: int = typer.Option(24, help="first N Kodak images for the RD part"),
-    grad_images: int = typer.Option(24, help="Kodak images for gradient alignment (0 = skip)"),
+    proxy: str = typer.Option(None, help="shipped name (see `proxy list`), a .pt path, or jpeg-analytic "
+                                         "(default: hevc-dct for hevc, jpeg-analytic for jpeg)"),
+    data: str = typer.Option("kodak", help="images to measure on: kodak (the proxies' test set) or, to choose "
+                                         "between proxies without touching it, held-out training images such "
+                                         "as 'photos-train[57:]'"),
+    images: int = typer.Option(24, help="first N images for the RD part"),
+    grad_images: int = typer.Option(24, help="images for gradient alignment (0 = skip)"),
     grad_downscale: int = typer.Option(2, help="downscale factor for gradient alignment images"),
     plot: Path = typer.Option(None, help="write the log-log scatter PNG here"),
     out: Path = typer.Option(None, help="also write the JSON report here"),
     as_json: bool = typer.Option(False, "--json", help="print the full JSON report"),
 ) -> None:
-    """Fidelity of a proxy against its real codec on Kodak-24 (BD-rate, Pearson r, gradient alignment)."""
+    """Fidelity of a proxy against its real codec (BD-rate, Pearson r, gradient alignment); Kodak-24 by default."""
     import numpy as np
     from PIL import Image
 
     from prepcodec.data.datasets import get_dataset
     from prepcodec.proxy import fidelity
+    from prepcodec.proxy.zoo import default_proxy_name
 
-    name = proxy or (f"{codec}-small" if codec != "jpeg" else "jpeg-analytic")
+    name = proxy or default_proxy_name(codec)
     fn = _proxy_fn(name, codec)
-    ds = get_dataset("kodak")
+    ds = get_dataset(data)
     if not 1 <= images <= len(ds) or not 0 <= grad_images <= len(ds) or grad_downscale < 1:
         raise InputError(f"--images/--grad-images must be within 1..{len(ds)}, --grad-downscale >= 1")
     imgs = [ds.load(item) for item in ds.items[:images]]
     small = [np.asarray(Image.fromarray(ds.load(it)).reduce(grad_downscale)) for it in ds.items[:grad_images]]
-    report = fidelity.evaluate(fn, codec, imgs, small, plot=plot, name=name)
+    report = fidelity.evaluate(fn, codec, imgs, small, plot=plot, name=name, data=ds.name)
     report["grad_downscale"] = grad_downscale
     text = fidelity.dumps(report)
     if out:
@@ -163,7 +179,7 @@ def eval_cmd(
         return
     bd = report["bd_rate_pct"]
     bd_text = f"{bd:+.2f} %" if bd is not None else f"n/a ({report['bd_rate_note']})"
-    typer.echo(f"{name} vs {codec} on Kodak ({images} images): BD-rate {bd_text}, "
+    typer.echo(f"{name} vs {codec} on {ds.name} ({images} images): BD-rate {bd_text}, "
                f"Pearson r(log bits) {report['pearson_r']:.4f}")
     for p in report["per_qp"]:
         typer.echo(f"  QP {p['qp']:g}: bpp real {p['real_bpp']:.4f} proxy {p['proxy_bpp']:.4f} "
@@ -210,8 +226,10 @@ def list_cmd() -> None:
             continue
         meta = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
         t = meta.get("training", {})
-        typer.echo(f"{name}: N={meta['config']['N']} M={meta['config']['M']}, {t.get('steps')} steps, "
-                   f"{t.get('wall_s')} s on {t.get('device')}")
+        c = meta["config"]
+        stages = [t, *t.get("init_lineage", [])]
+        runs = " + ".join(f"{s.get('steps')} steps, {s.get('wall_s')} s on {s.get('device')}" for s in reversed(stages))
+        typer.echo(f"{name}: {c.get('arch', 'gdn')} transforms, N={c['N']} M={c['M']}, {runs}")
 
 
 def register(app: typer.Typer) -> None:

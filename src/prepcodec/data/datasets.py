@@ -16,9 +16,11 @@ labels and pixels. Positions are 0-based indices into the name-sorted file list.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,9 +197,30 @@ def list_datasets() -> list[str]:
     return list(_BUILDERS)
 
 
+_SLICED = re.compile(r"^(?P<base>[a-z0-9-]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+
+
+def base_name(spec: str) -> str:
+    """'photos-train[:57]' -> 'photos-train' (a plain name is returned as it is, lower-cased)."""
+    key = str(spec).strip().lower()
+    m = _SLICED.match(key)
+    return m["base"] if m else key
+
+
 def get_dataset(name: str) -> Dataset:
-    """The data set called `name`: InputError for an unknown name, DataMissing when its folder is absent."""
+    """The data set called `name`, or a slice of one ('photos-train[:57]', 'photos-train[57:]': Python slice
+    semantics over its ordered items, so a training part and a validation part never overlap).
+
+    InputError for an unknown name or a malformed slice, DataMissing when its folder is absent.
+    """
     key = str(name).strip().lower()
-    if key not in _BUILDERS:
-        raise InputError(f"unknown data set {name!r}; choose one of {', '.join(_BUILDERS)}")
-    return _BUILDERS[key](key)
+    m = _SLICED.match(key)
+    base = m["base"] if m else key
+    if base not in _BUILDERS:
+        raise InputError(f"unknown data set {name!r}; choose one of {', '.join(_BUILDERS)} "
+                         "(optionally sliced, e.g. photos-train[:57])")
+    ds = _BUILDERS[base](base)
+    if not m:
+        return ds
+    start, stop = (int(v) if v else None for v in (m["start"], m["stop"]))
+    return dataclasses.replace(ds, name=key, items=ds.items[start:stop])

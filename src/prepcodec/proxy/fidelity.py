@@ -1,4 +1,5 @@
-"""How faithfully a proxy imitates its real codec, on Kodak-24 (the proxy's test set; never trained on).
+"""How faithfully a proxy imitates its real codec, on Kodak-24 (the proxy's test set; never trained on) or on
+held-out training images (to choose between proxies without touching the test set).
 
 - RD: BD-rate of the proxy's (bpp, PSNR vs original) curve against the real codec's, mean bpp per QP and ratio,
   PSNR between the proxy's and the codec's decoded images, Pearson r of log bits over images x QPs.
@@ -151,7 +152,7 @@ def rd_fidelity(
 
     cache = RealCodecCache(codec, preset)
     pairs = [(img, codec_level(codec, qp)) for qp in qps for img in images]
-    real = cache.run([p[0] for p in pairs], [p[1] for p in pairs], keep_decoded=True, desc=f"{codec} Kodak")
+    real = cache.run([p[0] for p in pairs], [p[1] for p in pairs], keep_decoded=True, desc=f"{codec} RD points")
     per_qp, rb_all, pb_all = [], [], []
     k = 0
     for qp in qps:
@@ -277,7 +278,7 @@ def scatter_plot(bits: dict, path: str | os.PathLike, title: str) -> Path:
 
 def evaluate(
     proxy: ProxyFn, codec: str, images: Sequence[np.ndarray], grad_images: Sequence[np.ndarray] | None = None,
-    plot: str | os.PathLike | None = None, name: str = "",
+    plot: str | os.PathLike | None = None, name: str = "", data: str = "kodak",
 ) -> dict:
     """The full fidelity report as a JSON-able dict (top level: bd_rate_pct, pearson_r)."""
     t0 = time.perf_counter()
@@ -286,13 +287,13 @@ def evaluate(
     ga = gradient_alignment(proxy, codec, grad_images) if grad_images else None
     t2 = time.perf_counter()
     report = {
-        "proxy": name, "codec": codec, "images": len(images), **rd, "gradient_alignment": ga,
+        "proxy": name, "codec": codec, "data": data, "images": len(images), **rd, "gradient_alignment": ga,
         "grad_images": len(grad_images) if grad_images else 0,
         "grad_image_shape": list(grad_images[0].shape) if grad_images else None,
         "runtime_s": {"rd": round(t1 - t0, 1), "gradient_alignment": round(t2 - t1, 1)},
     }
     if plot:
-        scatter_plot(rd["bits"], plot, f"{name or 'proxy'} vs {codec} (Kodak)")
+        scatter_plot(rd["bits"], plot, f"{name or 'proxy'} vs {codec} ({data})")
         report["plot"] = str(plot)
     return report
 

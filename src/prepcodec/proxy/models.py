@@ -34,20 +34,25 @@ class ProxyConfig:
     M: int = 96
     qp_min: float = QP_MIN
     qp_max: float = QP_MAX
+    arch: str = "gdn"  # "gdn": CompressAI's GDN transforms; "dct": block DCT (proxy.block_transform)
+    block: int = 16  # "dct" only: luma block side (chroma blocks are half of it on the 4:2:0 planes)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-SIZES: dict[str, tuple[int, int]] = {"small": (64, 96), "large": (128, 192)}
+SIZES: dict[str, dict] = {
+    "small": {"N": 64, "M": 96},  # GDN transforms, trains on CPU
+    "large": {"N": 128, "M": 192},  # GDN transforms, for a GPU
+    "dct": {"N": 64, "M": 384, "arch": "dct", "block": 16},  # block-DCT transforms: 256 luma + 2 x 64 chroma
+}
 
 
 def make_config(codec: str = "hevc", size: str = "small") -> ProxyConfig:
     """Config for a named size; InputError for an unknown one."""
     if size not in SIZES:
         raise InputError(f"unknown proxy size {size!r}; choose from {', '.join(SIZES)}")
-    n, m = SIZES[size]
-    return ProxyConfig(codec=codec, size=size, N=n, M=m)
+    return ProxyConfig(codec=codec, size=size, **SIZES[size])
 
 
 class QPGain(nn.Module):
@@ -108,7 +113,7 @@ class ProxyCodec(MeanScaleHyperprior):
         ph, pw = (-h) % STRIDE, (-w) % STRIDE
         xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
 
-        y = self.g_a(xp) * torch.exp(self.gain(qp_t))
+        y = self.g_a(xp) * torch.exp(self.gain(qp_t))  # g_a: 16x down
         z = self.h_a(y) * torch.exp(self.hyper_gain(qp_t))
         z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else quantize_ste(z)
         z_lik, _, _ = self.entropy_bottleneck._likelihood(
@@ -124,16 +129,35 @@ class ProxyCodec(MeanScaleHyperprior):
         y_lik = self.gaussian_conditional.likelihood_lower_bound(
             self.gaussian_conditional._likelihood(y_rate, scales, means)
         )
-        x_hat = self.g_s(y_hat * torch.exp(-self.gain(qp_t)))[:, :, :h, :w].clamp(0, 1)
+        x_hat = self.synthesis(y_hat * torch.exp(-self.gain(qp_t)), qp_t)[:, :, :h, :w].clamp(0, 1)
         hy, wy = -(-h // 16), -(-w // 16)
         hz, wz = -(-h // 64), -(-w // 64)
         bits = -(torch.log2(y_lik[:, :, :hy, :wy]).sum((1, 2, 3)) + torch.log2(z_lik[:, :, :hz, :wz]).sum((1, 2, 3)))
-        return x_hat, bits
+        return x_hat, self.calibrate_bits(bits, qp_t)
+
+    def synthesis(self, y: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        """Dequantised latent -> image (padded size); a hook for variants with QP-aware decoders."""
+        return self.g_s(y)
+
+    def calibrate_bits(self, bits: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        """Entropy-model bits -> reported bits; the GDN proxy reports its entropy estimate as it is."""
+        return bits
+
+
+def build_proxy(config: ProxyConfig) -> ProxyCodec:
+    """A freshly initialised proxy of the architecture `config.arch` names."""
+    if config.arch == "gdn":
+        return ProxyCodec(config)
+    if config.arch == "dct":
+        from prepcodec.proxy.block_transform import DctProxyCodec
+
+        return DctProxyCodec(config)
+    raise InputError(f"unknown proxy architecture {config.arch!r}")
 
 
 def create_proxy(codec: str = "hevc", size: str = "small") -> ProxyCodec:
     """A freshly initialised proxy of a named size."""
-    return ProxyCodec(make_config(codec, size))
+    return build_proxy(make_config(codec, size))
 
 
 def count_parameters(model: nn.Module) -> int:

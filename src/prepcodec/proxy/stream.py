@@ -64,9 +64,9 @@ def load_sources(recipe: StreamRecipe) -> dict[str, list[np.ndarray]]:
                 with Image.open(p) as im:
                     groups.setdefault(_group_name(p), []).append(np.asarray(im.convert("RGB")))
     else:
-        from prepcodec.data.datasets import get_dataset
+        from prepcodec.data.datasets import base_name, get_dataset
 
-        if "kodak" in {d.lower() for d in recipe.datasets}:
+        if "kodak" in {base_name(d) for d in recipe.datasets}:
             raise InputError("kodak is the proxy's test set; train on other images")
         for name in recipe.datasets:
             ds = get_dataset(name)

@@ -15,11 +15,23 @@ from torch import nn
 
 from prepcodec.atomic import write_text
 from prepcodec.errors import InputError, WeightsMissing
-from prepcodec.proxy.models import ProxyCodec, ProxyConfig
+from prepcodec.proxy.models import ProxyCodec, ProxyConfig, build_proxy
 from prepcodec.train.checkpoint import atomic_torch_save
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ANALYTIC = "jpeg-analytic"
+# the proxy to train through for each codec: the one with the best measured fidelity (docs/proxy.md)
+DEFAULT_PROXY = {"hevc": "hevc-dct", "jpeg": ANALYTIC}
+
+
+def default_proxy_name(codec: str) -> str:
+    """The shipped proxy used for `codec` when none is named; InputError if there is none for it."""
+    if codec in DEFAULT_PROXY:
+        return DEFAULT_PROXY[codec]
+    shipped = [n for n in list_proxies() if n.startswith(f"{codec}-")]
+    if not shipped:
+        raise InputError(f"no shipped proxy imitates {codec!r}; train one with `prepcodec proxy train --codec {codec}`")
+    return shipped[0]
 
 
 def list_proxies(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
@@ -46,13 +58,13 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> ProxyCodec:
     if not path.exists() or not path.with_suffix(".json").exists():
         raise WeightsMissing(f"proxy weights {path} (and its .json) not found; train them with `prepcodec proxy train`")
     meta = json.loads(path.with_suffix(".json").read_text())
-    model = ProxyCodec(ProxyConfig(**meta["config"]))
+    model = build_proxy(ProxyConfig(**meta["config"]))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.to(device).eval()
 
 
-def load_proxy(name: str = "hevc-small", device: str = "cpu") -> nn.Module:
+def load_proxy(name: str = DEFAULT_PROXY["hevc"], device: str = "cpu") -> nn.Module:
     """A shipped proxy by name (see `list_proxies`); InputError for an unknown name."""
     if name == ANALYTIC:
         from prepcodec.proxy.jpeg import JpegProxy
