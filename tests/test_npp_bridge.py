@@ -74,3 +74,26 @@ def test_bridge_uses_real_values_and_proxy_gradients():
     (x_hat.sum() + bits.sum()).backward()
     expected = 1.0 + 1000 / 34.0 / x[0].numel()
     assert torch.allclose(x.grad, torch.full_like(x, expected))
+
+
+def test_npp_trains_through_real_hevc_with_the_default_proxy():
+    """The method's data path end to end on a real photo: NPP -> real x265 forward / hevc proxy backward -> loss."""
+    from functools import partial
+
+    from prepcodec.codecs.pool import CodecPool
+    from prepcodec.proxy.zoo import default_proxy_name, load_proxy
+
+    x = _photo(64, 96)
+    npp = create_npp("small")
+    proxy = load_proxy(default_proxy_name("hevc"))
+    with CodecPool(workers=1) as pool:
+        real = partial(pool.roundtrip_tensor, "hevc", preset="fast")
+        bridge = CodecBridge(proxy, lambda img, qp: real(img, qp.tolist()))
+        x_bar = npp(x, torch.tensor([34.0]))
+        x_hat, bits = bridge(x_bar, 34.0)
+        x_real, bits_real = real(x_bar.detach(), [34.0])
+    assert torch.equal(x_hat.detach(), x_real) and torch.equal(bits.detach(), bits_real)  # real values forward
+    loss = bits.sum() / x[0, 0].numel() + 100 * (x_hat - x).square().mean()
+    loss.backward()
+    grads = [p.grad for p in npp.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and sum(g.abs().sum() for g in grads) > 0
