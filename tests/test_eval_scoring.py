@@ -89,6 +89,9 @@ def test_box_map_matches_pycocotools_on_full_set_and_on_resamples():
     ref_b = _pycocotools_stats(data, dets, [images[i]["id"] for i in idx])
     assert scorer.score("map", idx) == pytest.approx(ref_b[0], abs=1e-12)
     assert scorer.score("map50", idx) == pytest.approx(ref_b[1], abs=1e-12)
+    coco = scorer._coco["map"][0]
+    assert coco.precision(idx) is coco.precision(idx.copy())  # AP and AP50 of one resample: one accumulation
+    assert scorer.score("map") == pytest.approx(ref[0], abs=1e-12)  # and a new index set is not served stale
 
 
 def test_classification_metrics_are_per_image_means():

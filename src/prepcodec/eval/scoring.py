@@ -132,13 +132,19 @@ class CocoScorer:
             cat = _CategoryMatches.build(ev.evalImgs[base : base + n_images], n_images, self.max_det,
                                          len(self.iou_thrs))
             self.per_cat.append(cat)
+        self._last: tuple[bytes, np.ndarray] | None = None  # map and map50 of one resample share one precision
 
     def precision(self, idx: np.ndarray) -> np.ndarray:
         """(T, R, K) precision like COCOeval.accumulate for area 'all' and the largest maxDet; -1 = no GT.
 
         `idx` is a multiset of image indices; an image drawn c times counts c times (its detections and ground
-        truth repeated), which for idx = arange(n) reproduces pycocotools exactly.
+        truth repeated), which for idx = arange(n) reproduces pycocotools exactly. The last result is kept, so
+        asking for AP and AP50 of the same images accumulates once (treat the returned array as read-only).
         """
+        idx = np.asarray(idx, dtype=np.int64)
+        key = idx.tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         n_t, n_r = len(self.iou_thrs), len(self.rec_thrs)
         out = -np.ones((n_t, n_r, len(self.per_cat)))
         for k, cat in enumerate(self.per_cat):
@@ -158,6 +164,8 @@ class CocoScorer:
             q = np.zeros((n_t, n_r))
             q[ok] = pr[np.nonzero(ok)[0], inds[ok]]
             out[:, :, k] = q
+        out.flags.writeable = False
+        self._last = (key, out)
         return out
 
     @staticmethod
