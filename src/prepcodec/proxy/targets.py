@@ -110,8 +110,8 @@ def qp_to_levels(codec: str, qp: np.ndarray | torch.Tensor) -> list[float]:
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 (N,H,W,3) -> float (N,3,H,W) in [0,1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float() / 255
+    """uint8 (N,H,W,3) -> float (N,3,H,W) in [0,1]; read-only inputs (np.asarray of a PIL image) are copied."""
+    return torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(0, 3, 1, 2).float() / 255
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
