@@ -200,11 +200,19 @@ def list_datasets() -> list[str]:
 _SLICED = re.compile(r"^(?P<base>[a-z0-9-]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 
 
-def base_name(spec: str) -> str:
-    """'photos-train[:57]' -> 'photos-train' (a plain name is returned as it is, lower-cased)."""
+def _parse(spec: str) -> tuple[str, str, slice | None]:
+    """'Photos-Train[:57]' -> ('photos-train[:57]', 'photos-train', slice(None, 57)); no slice -> None."""
     key = str(spec).strip().lower()
     m = _SLICED.match(key)
-    return m["base"] if m else key
+    if not m:
+        return key, key, None
+    start, stop = (int(v) if v else None for v in (m["start"], m["stop"]))
+    return key, m["base"], slice(start, stop)
+
+
+def base_name(spec: str) -> str:
+    """'photos-train[:57]' -> 'photos-train' (a plain name is returned as it is, lower-cased)."""
+    return _parse(spec)[1]
 
 
 def get_dataset(name: str) -> Dataset:
@@ -213,14 +221,9 @@ def get_dataset(name: str) -> Dataset:
 
     InputError for an unknown name or a malformed slice, DataMissing when its folder is absent.
     """
-    key = str(name).strip().lower()
-    m = _SLICED.match(key)
-    base = m["base"] if m else key
+    key, base, part = _parse(name)
     if base not in _BUILDERS:
         raise InputError(f"unknown data set {name!r}; choose one of {', '.join(_BUILDERS)} "
                          "(optionally sliced, e.g. photos-train[:57])")
     ds = _BUILDERS[base](base)
-    if not m:
-        return ds
-    start, stop = (int(v) if v else None for v in (m["start"], m["stop"]))
-    return dataclasses.replace(ds, name=key, items=ds.items[start:stop])
+    return ds if part is None else dataclasses.replace(ds, name=key, items=ds.items[part])

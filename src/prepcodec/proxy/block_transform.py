@@ -70,9 +70,9 @@ class BlockDCTAnalysis(nn.Module):
 class BlockDCTSynthesis(nn.Module):
     """Inverse of `BlockDCTAnalysis` (exact up to quantisation) + a QP-aware residual in-loop filter."""
 
-    def __init__(self, block: int, qp_min: float, qp_max: float, width: int = 16):
+    def __init__(self, block: int, width: int = 16):
         super().__init__()
-        self.block, self.qp_min, self.qp_max = block, qp_min, qp_max
+        self.block = block
         self.register_buffer("yuv2rgb", torch.tensor(YUV2RGB, dtype=torch.float32), persistent=False)
         self.register_buffer("luma", dct_basis(block), persistent=False)
         self.register_buffer("chroma", dct_basis(block // 2), persistent=False)
@@ -82,7 +82,8 @@ class BlockDCTSynthesis(nn.Module):
         nn.init.zeros_(self.filter[-1].weight)
         nn.init.zeros_(self.filter[-1].bias)
 
-    def forward(self, coefs: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+    def forward(self, coefs: torch.Tensor, qp_unit: torch.Tensor) -> torch.Tensor:
+        """`qp_unit`: (N,) QP mapped to [0, 1] over the proxy's QP range (the filter's strength input)."""
         b, cb = self.block, self.block // 2
         n = coefs.shape[0]
         y = F.conv_transpose2d(coefs[:, : b * b], self.luma, stride=b) + 0.5
@@ -90,7 +91,7 @@ class BlockDCTSynthesis(nn.Module):
         c = F.conv_transpose2d(c, self.chroma, stride=cb).reshape(n, 2, y.shape[2] // 2, y.shape[3] // 2)
         c = F.interpolate(c, scale_factor=2, mode="bilinear", align_corners=False)  # centre-sited, as we decode
         rgb = torch.einsum("cd,ndhw->nchw", self.yuv2rgb, torch.cat([y, c], 1))
-        t = ((qp - self.qp_min) / (self.qp_max - self.qp_min))[:, None, None, None].expand(-1, 1, *rgb.shape[2:])
+        t = qp_unit[:, None, None, None].expand(-1, 1, *rgb.shape[2:])
         return rgb + self.filter(torch.cat([rgb, t], 1))
 
 
@@ -106,7 +107,7 @@ class DctProxyCodec(ProxyCodec):
         super().__init__(config)  # builds GDN transforms and a wide h_s that are replaced below (~0.17 s, once)
         n = config.N
         self.g_a = BlockDCTAnalysis(config.block)
-        self.g_s = BlockDCTSynthesis(config.block, config.qp_min, config.qp_max)
+        self.g_s = BlockDCTSynthesis(config.block)
         self.h_a = nn.Sequential(conv3x3(m, n), nn.LeakyReLU(inplace=True), conv(n, n), nn.LeakyReLU(inplace=True),
                                  conv(n, n))
         self.h_s = nn.Sequential(deconv(n, n), nn.LeakyReLU(inplace=True), deconv(n, hidden),
@@ -119,9 +120,12 @@ class DctProxyCodec(ProxyCodec):
         nn.init.zeros_(self.rate_scale[2].bias)
         self.log_overhead = nn.Parameter(torch.tensor(math.log(HEADER_BITS)))
 
+    def _qp_unit(self, qp: torch.Tensor) -> torch.Tensor:
+        return (qp - self.config.qp_min) / (self.config.qp_max - self.config.qp_min)
+
     def synthesis(self, y: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        return self.g_s(y, qp)
+        return self.g_s(y, self._qp_unit(qp))
 
     def calibrate_bits(self, bits: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        t = (qp - self.config.qp_min) / (self.config.qp_max - self.config.qp_min)
-        return torch.exp(self.log_overhead) + torch.exp(self.rate_scale(t[:, None])[:, 0]) * bits
+        scale = torch.exp(self.rate_scale(self._qp_unit(qp)[:, None])[:, 0])
+        return torch.exp(self.log_overhead) + scale * bits

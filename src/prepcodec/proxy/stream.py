@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from prepcodec.errors import InputError
-from prepcodec.proxy.targets import TRAIN_DATASETS, qp_to_levels, to_tensor
+from prepcodec.proxy.targets import TRAIN_DATASETS, qp_to_levels, refuse_test_set, to_tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
 CHUNK_PER_WORKER = 8  # crops per worker per pool call: large enough to keep every worker busy
@@ -64,10 +64,9 @@ def load_sources(recipe: StreamRecipe) -> dict[str, list[np.ndarray]]:
                 with Image.open(p) as im:
                     groups.setdefault(_group_name(p), []).append(np.asarray(im.convert("RGB")))
     else:
-        from prepcodec.data.datasets import base_name, get_dataset
+        from prepcodec.data.datasets import get_dataset
 
-        if "kodak" in {base_name(d) for d in recipe.datasets}:
-            raise InputError("kodak is the proxy's test set; train on other images")
+        refuse_test_set(recipe.datasets)
         for name in recipe.datasets:
             ds = get_dataset(name)
             groups[name] = [ds.load(item) for item in ds.items]

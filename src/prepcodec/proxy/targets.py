@@ -52,12 +52,19 @@ def cache_dir() -> Path:
     return user_cache_dir() / "proxy-targets"
 
 
+def refuse_test_set(datasets: tuple[str, ...]) -> None:
+    """InputError if the data sets name Kodak (plain or sliced): it is the proxies' test set, never trained on."""
+    from prepcodec.data.datasets import base_name
+
+    if "kodak" in {base_name(d) for d in datasets}:
+        raise InputError("kodak is the proxy's test set; train on other images")
+
+
 def draw_crops(recipe: TargetRecipe) -> np.ndarray:
     """K random crops (uint8, K x S x S x 3) spread evenly over the training images of `recipe.datasets`."""
-    from prepcodec.data.datasets import base_name, get_dataset
+    from prepcodec.data.datasets import get_dataset
 
-    if "kodak" in {base_name(d) for d in recipe.datasets}:
-        raise InputError("kodak is the proxy's test set; train on other images")
+    refuse_test_set(recipe.datasets)
     rng = np.random.default_rng(recipe.seed)
     sources = [(ds, item) for name in recipe.datasets for ds in [get_dataset(name)] for item in ds.items]
     if not sources:

@@ -52,6 +52,11 @@ def export_weights(model: ProxyCodec, path: str | os.PathLike, training: dict | 
     return path
 
 
+def weights_path(spec: str | os.PathLike) -> Path:
+    """The .pt a learned-proxy spec names: an exported path as it is, a shipped name under `WEIGHTS_DIR`."""
+    return Path(spec) if str(spec).endswith(".pt") else WEIGHTS_DIR / f"{spec}.pt"
+
+
 def load_weights(path: str | os.PathLike, device: str = "cpu") -> ProxyCodec:
     """A learned proxy from an exported .pt + .json pair, in eval mode and float32."""
     path = Path(path)
@@ -70,7 +75,7 @@ def load_proxy(name: str = DEFAULT_PROXY["hevc"], device: str = "cpu") -> nn.Mod
         from prepcodec.proxy.jpeg import JpegProxy
 
         return JpegProxy().to(device).eval()
-    path = WEIGHTS_DIR / f"{name}.pt"
+    path = weights_path(name)
     if not path.exists():
         raise InputError(f"unknown proxy {name!r}; shipped: {', '.join(list_proxies())}")
     return load_weights(path, device)

@@ -27,9 +27,11 @@ same global batch from one shared generator and trains on its own slice; rank 0 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +80,11 @@ class TrainConfig:
     alternate_rounding: bool = False  # odd steps in eval mode: hard rounding, straight-through
 
 
+def image_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image MSE (N,), floored so its log stays finite for identical images."""
+    return (a - b).square().mean((1, 2, 3)).clamp_min(1e-10)
+
+
 def loss_terms(
     model: torch.nn.Module, x: torch.Tensor, qp: torch.Tensor, bits: torch.Tensor, x_codec: torch.Tensor,
     cfg: TrainConfig,
@@ -88,9 +95,7 @@ def loss_terms(
     rec = F.mse_loss(x_hat, x_codec)
     npix = x.shape[2] * x.shape[3]
     rd = (bits_p / npix).mean() + cfg.lambda_rd * F.mse_loss(x_hat, x)
-    mse_p = (x_hat - x).square().mean((1, 2, 3)).clamp_min(1e-10)
-    mse_c = (x_codec - x).square().mean((1, 2, 3)).clamp_min(1e-10)
-    dist = (torch.log2(mse_p) - torch.log2(mse_c)).abs().mean()
+    dist = (torch.log2(image_mse(x_hat, x)) - torch.log2(image_mse(x_codec, x))).abs().mean()
     loss = cfg.w_rate * rate + cfg.w_rec * rec + cfg.w_rd * rd + cfg.w_dist * dist
     return {"loss": loss, "rate_l1_log2": rate, "rec_mse": rec, "rd": rd, "dist_l1_log2": dist}
 
@@ -144,21 +149,31 @@ def init_model(cfg: TrainConfig, device: str | torch.device = "cpu") -> ProxyCod
     return model.to(device)
 
 
+def held_out_batches(
+    model: ProxyCodec, source: TargetSampler | StreamTargets, indices: np.ndarray, device: torch.device,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """(x, qp, bits, x_codec) of the targets `indices` in chunks, with the model in eval mode (hard rounding, as
+    `proxy eval` quantises) meanwhile; its train/eval mode is restored afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        for s in range(0, len(indices), VAL_CHUNK):
+            yield tuple(t.to(device) for t in source.get(indices[s : s + VAL_CHUNK]))
+    finally:
+        model.train(was)
+
+
 @torch.no_grad()
 def validate(
     model: ProxyCodec, source: TargetSampler | StreamTargets, indices: np.ndarray, cfg: TrainConfig,
     device: torch.device,
 ) -> dict[str, float]:
-    """Eval-mode (hard rounding, as `proxy eval` quantises) loss terms, averaged over the targets `indices`."""
-    was = model.training
-    model.eval()
+    """Eval-mode loss terms, averaged over the targets `indices`."""
     sums: dict[str, float] = {}
-    for s in range(0, len(indices), VAL_CHUNK):
-        pick = indices[s : s + VAL_CHUNK]
-        terms = loss_terms(model, *(t.to(device) for t in source.get(pick)), cfg)
+    for batch in held_out_batches(model, source, indices, device):
+        terms = loss_terms(model, *batch, cfg)
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * len(pick)
-    model.train(was)
+            sums[k] = sums.get(k, 0.0) + float(v) * len(batch[0])
     return {k: v / len(indices) for k, v in sums.items()}
 
 
@@ -172,20 +187,12 @@ def per_qp_breakdown(
     """Held-out fidelity per QP bin, eval mode: rate bias (geometric-mean bits ratio), mean |log2 bits error|, and
     PSNR of the proxy's and the codec's decodes vs the input and vs each other. Read it to choose a proxy without
     touching Kodak: a QP-dependent rate bias or PSNR gap here is what makes a BD-rate on Kodak large."""
-    was = model.training
-    model.eval()
     rows = []
-    for s in range(0, len(indices), VAL_CHUNK):
-        x, qp, bits, x_codec = (t.to(device) for t in source.get(indices[s : s + VAL_CHUNK]))
+    for x, qp, bits, x_codec in held_out_batches(model, source, indices, device):
         x_hat, bits_p = model(x, qp)
-
-        def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return (a - b).square().mean((1, 2, 3)).clamp_min(1e-10)
-
         rows.append(torch.stack([qp, torch.log2(bits_p.clamp_min(1.0) / bits.clamp_min(1.0)),
-                                 -10 * torch.log10(mse(x_hat, x)), -10 * torch.log10(mse(x_codec, x)),
-                                 -10 * torch.log10(mse(x_hat, x_codec))], 1).cpu())
-    model.train(was)
+                                 -10 * torch.log10(image_mse(x_hat, x)), -10 * torch.log10(image_mse(x_codec, x)),
+                                 -10 * torch.log10(image_mse(x_hat, x_codec))], 1).cpu())
     r = torch.cat(rows).double().numpy() if rows else np.zeros((0, 5))
     out = []
     for lo, hi in QP_BINS:
@@ -438,16 +445,13 @@ def _init_val(val: _Validation, model: ProxyCodec, device: torch.device, indices
 def init_lineage(init: str | None) -> list[dict]:
     """What the `--init` weights were trained from, newest first (steps, time, device, targets of each stage),
     read from their JSON: a fine-tuned proxy's JSON then tells its whole training history, not only the last run."""
-    from prepcodec.proxy.zoo import WEIGHTS_DIR
+    from prepcodec.proxy.zoo import weights_path
 
     if not init:
         return []
-    path = Path(init) if str(init).endswith(".pt") else WEIGHTS_DIR / f"{init}.pt"
-    meta_path = path.with_suffix(".json")
+    meta_path = weights_path(init).with_suffix(".json")
     if not meta_path.exists():
         return []
-    import json
-
     t = json.loads(meta_path.read_text()).get("training", {})
     stage = {k: t.get(k) for k in ("steps", "wall_s", "device", "best_step", "init", "targets")}
     earlier = t["init_lineage"] if "init_lineage" in t else init_lineage(t.get("init"))  # older exports: follow
