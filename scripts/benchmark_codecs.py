@@ -84,10 +84,10 @@ def render(rows: list[tuple], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace (or append) the section in docs/benchmarks.md atomically."""
+def write_section(doc: Path, section: str, heading: str = SECTION) -> None:
+    """Replace (or append) the section starting with `heading` in docs/benchmarks.md atomically."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     fd, tmp = tempfile.mkstemp(dir=doc.parent, prefix=".benchmarks.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:

@@ -70,8 +70,10 @@ def test_parse_pre_canonical_specs_and_errors():
             parse_pre(bad)
     with pytest.raises(InputError, match="needs a task"):
         parse_pre("roi:blur:4")
-    with pytest.raises(InputError, match="not built yet"):
-        parse_pre("npp:cls")
+    with pytest.raises(InputError, match="no shipped NPP called 'no-such-net'"):
+        parse_pre("npp:no-such-net")
+    with pytest.raises(InputError, match="not found"):
+        parse_pre("npp:/nowhere/npp.pt")
 
 
 @pytest.mark.weights

@@ -157,3 +157,29 @@ def test_missing_vvc_backend_is_reported_not_crashed(photos: Path, tmp_path: Pat
                           capture_output=True, text=True, timeout=300, env=env)
     assert_one_line_error(proc, "vvc")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_output_paths_are_decided_and_checked_before_any_work(tmp_path: Path):
+    """Trailing slash = folder; collisions, overwriting the source, non-files and unwritable places are refused."""
+    rgb = np.asarray(Image.open(next(p for p in sample_paths() if p.stem == "chelsea")).convert("RGB"))[:48, :64]
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(rgb).save(src / "a.png")
+    Image.fromarray(rgb).save(src / "a.jpg", quality=95)
+    single = src / "a.png"
+
+    ok = run("encode", single, f"{tmp_path / 'out'}/", "-c", "jpeg", "-q", "50")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "out" / "a.jpg").is_file() and not (tmp_path / "out.jpg").exists()
+    assert str(tmp_path / "out") in ok.stdout
+    dec = run("decode", tmp_path / "out" / "a.jpg", f"{tmp_path / 'png'}/")
+    assert dec.returncode == 0 and (tmp_path / "png" / "a.png").is_file() and not (tmp_path / "png.png").exists()
+
+    assert_one_line_error(run("encode", src, tmp_path / "both", "-c", "hevc", "--qp", "37"), "would both be written")
+    assert not (tmp_path / "both").exists() or not any((tmp_path / "both").iterdir())
+    assert_one_line_error(run("encode", src / "a.jpg", src / "a.jpg", "-c", "jpeg", "-q", "50"), "overwrite its input")
+    assert_one_line_error(run("encode", single, "/dev/null", "-c", "jpeg", "-q", "50"), "not a regular file")
+    assert_one_line_error(run("encode", single, single / "x.jpg", "-c", "jpeg", "-q", "50"), "not a folder")
+    assert_one_line_error(run("encode", single, "/proc/x.jpg", "-c", "jpeg", "-q", "50"), "cannot write there")
+    assert_one_line_error(run("decode", tmp_path / "out" / "a.jpg", tmp_path / "out" / "a.jpg"), "extension")
+    assert not Path("/dev/null.jpg").exists()

@@ -52,3 +52,42 @@ def test_two_connections_share_the_file(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def _numbered_key(i: int) -> CacheKey:
+    return CacheKey(f"img{i}", "hevc", "x265", "37", "eval", "none", "effnet-lite0")
+
+
+def test_a_damaged_cache_file_gets_one_line_naming_it(tmp_path):
+    from prepcodec.errors import InputError
+
+    noise = tmp_path / "noise.sqlite"
+    noise.write_bytes(bytes(range(256)) * 64)
+    folder = tmp_path / "folder.sqlite"
+    folder.mkdir()
+    good = tmp_path / "good.sqlite"
+    with ResultCache(good) as cache:
+        cache.put_many((_numbered_key(i), {"nbytes": i, "pad": "x" * 2000}) for i in range(400))
+    truncated = tmp_path / "truncated.sqlite"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    for path in (noise, folder, truncated):
+        with pytest.raises(InputError) as err:
+            with ResultCache(path) as cache:
+                cache.get_many(_numbered_key(i) for i in range(400))
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_proxy_eval_cache_recomputes_damaged_entries_and_keys_the_backend(tmp_path):
+    from prepcodec.proxy.fidelity import RealCodecCache
+
+    rgb = np.asarray(Image.open(SAMPLES / "chelsea.png").convert("RGB"))[:64, :64].copy()
+    cache = RealCodecCache("jpeg", "eval", root=tmp_path)
+    first = cache.run([rgb], [50], keep_decoded=True)[0]
+    (entry,) = list(cache.root.glob("*.npz"))
+    other_build = RealCodecCache("jpeg", "eval", root=tmp_path)
+    other_build.backend = "Pillow 0.0 (another build)"
+    assert cache.backend and other_build._key(rgb, 50) != cache._key(rgb, 50)
+    entry.write_bytes(b"PK\x03\x04 not a zip")
+    again = cache.run([rgb], [50], keep_decoded=True)[0]
+    assert again["bits"] == first["bits"] and np.array_equal(again["decoded"], first["decoded"])
+    assert np.load(entry)["bits"] == first["bits"]  # rewritten whole

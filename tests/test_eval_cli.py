@@ -46,7 +46,7 @@ def test_cli_user_errors_are_one_line(tmp_path):
         (["eval", "--data", "samples", "--task", "effnet-lite0", "--codec", "jpeg", "--levels", "10,x",
           "--out", "r"], "--levels must be"),
         (["eval", "--data", "samples", "--task", "effnet-lite0", "--codec", "jpeg", "--levels", "10",
-          "--pre", "npp:cls", "--out", "r"], "not built yet"),
+          "--pre", "npp:no-such-net", "--out", "r"], "no shipped NPP"),
     ]
     for args, message in cases:
         proc = _cli(*args, cwd=tmp_path)

@@ -51,19 +51,6 @@ def _bitstream_inputs(path: Path, codec: str | None) -> list[Path]:
     return files
 
 
-def _output_path(src: Path, out: Path, many: bool, extension: str, codec: str | None = None) -> Path:
-    """Where one output goes: OUT itself for a single input (extension added or checked), else OUT/stem.ext."""
-    from prepcodec.codecs.registry import codec_for_extension
-
-    if many or out.is_dir():
-        return out / (src.stem + extension)
-    if not out.suffix:
-        return out.with_suffix(extension)
-    if out.suffix.lower() != extension and (codec is None or codec_for_extension(out) != codec):
-        raise InputError(f"{out}: extension {out.suffix} does not match the output format ({extension})")
-    return out
-
-
 def _pick_level(level: float | None, qp: float | None, quality: float | None) -> float:
     given = [v for v in (level, qp, quality) if v is not None]
     if len(given) != 1:
@@ -117,12 +104,16 @@ def codecs_command(
 
 def encode_command(
     src: Path = typer.Argument(..., help="image file or folder of images"),
-    out: Path = typer.Argument(..., help="output file (single image) or folder"),
+    out: str = typer.Argument(..., help="output file (single image) or folder (a trailing / makes it one)"),
     codec: str = typer.Option("hevc", "--codec", "-c", help="hevc, vvc, jpeg, webp, avif, jxl"),
     level: float = typer.Option(None, "--level", "-l", help="native level (QP or quality, see `prepcodec codecs`)"),
     qp: float = typer.Option(None, "--qp", help="alias of --level for QP codecs"),
     quality: float = typer.Option(None, "--quality", "-q", help="alias of --level for quality codecs"),
     preset: str = typer.Option("eval", "--preset", help="eval (reference settings) or fast"),
+    npp: str = typer.Option(None, "--npp", help="preprocess with a network first: a shipped name (`prepcodec npp "
+                            "list`) or an exported .pt; it runs at the level's HEVC-axis QP"),
+    compare: bool = typer.Option(False, "--compare", help="also encode without preprocessing and report the bytes "
+                                 "saved at the same level (needs --npp)"),
 ) -> None:
     """Encode images into standard bitstream files (.hevc, .266, .jpg, .webp, .avif, .jxl)."""
     from prepcodec.atomic import write_bytes
@@ -138,54 +129,70 @@ def encode_command(
         from prepcodec.errors import BackendUnavailable
 
         raise BackendUnavailable(f"{c.name}: {why}")
+    if compare and not npp:
+        raise InputError("--compare needs --npp (it reports the bytes the network saves)")
+    pre = None
+    if npp:
+        from prepcodec.npp.preprocessors import npp_preprocessor
+
+        pre = npp_preprocessor(npp.removeprefix("npp:"))
+    hevc_qp = c.to_hevc_qp(value)
+    from prepcodec.codecs.registry import codec_for_extension
+    from prepcodec.commands.outputs import plan_outputs
+
     files = _image_inputs(src)
-    many = src.is_dir()
-    if many:
-        out.mkdir(parents=True, exist_ok=True)
-    total_bytes, bpps = 0, []
+    targets = plan_outputs(files, out, src.is_dir(), c.extension, lambda p: codec_for_extension(p) == c.name)
+    total_bytes, plain_bytes, bpps = 0, 0, []
     with _progress() as progress:
         task = progress.add_task(f"{c.name} {c.level_spec.knob} {value:g}", total=len(files))
-        for f in files:
+        for f, target in zip(files, targets, strict=True):
             notes: list[str] = []
             rgb = load_image(f, notes)
             for note in notes:
                 console.print(f"note: {f.name}: {note}")
             try:
-                data = c.encode(rgb, value, preset)
+                data = c.encode(rgb if pre is None else pre(rgb, hevc_qp), value, preset)
+                if compare:
+                    plain_bytes += len(c.encode(rgb, value, preset))
             except PrepcodecError as exc:
                 raise type(exc)(f"{f}: {exc}") from None
-            write_bytes(_output_path(f, out, many, c.extension, c.name), data)
+            write_bytes(target, data)
             total_bytes += len(data)
             bpps.append(8 * len(data) / (rgb.shape[0] * rgb.shape[1]))
             progress.advance(task)
-    typer.echo(f"{len(files)} images, {total_bytes} bytes, mean {np.mean(bpps):.4f} bpp ({c.name}, {preset} preset)")
+    with_npp = f", {pre.spec}" if pre is not None else ""
+    where = targets[0] if len(targets) == 1 and not src.is_dir() else targets[0].parent
+    typer.echo(f"{len(files)} images, {total_bytes} bytes, mean {np.mean(bpps):.4f} bpp ({c.name}, {preset} preset"
+               f"{with_npp}) -> {where}")
+    if compare:
+        typer.echo(f"without the NPP: {plain_bytes} bytes; the NPP saves {100 * (1 - total_bytes / plain_bytes):.1f} %"
+                   f" at {c.level_spec.knob} {value:g}")
 
 
 def decode_command(
     src: Path = typer.Argument(..., help="bitstream file or folder of bitstream files"),
-    out: Path = typer.Argument(..., help="output PNG (single file) or folder"),
+    out: str = typer.Argument(..., help="output PNG (single file) or folder (a trailing / makes it one)"),
     codec: str = typer.Option(None, "--codec", "-c", help="force the codec instead of detecting it"),
 ) -> None:
     """Decode bitstream files back into PNGs (codec detected from the extension or magic bytes)."""
     from prepcodec.codecs import get_codec
     from prepcodec.codecs.fileio import read_bitstream
+    from prepcodec.commands.outputs import plan_outputs
     from prepcodec.data.images import save_png
 
     files = _bitstream_inputs(src, codec)
-    many = src.is_dir()
-    if many:
-        out.mkdir(parents=True, exist_ok=True)
+    targets = plan_outputs(files, out, src.is_dir(), ".png")
     with _progress() as progress:
         task = progress.add_task("decoding", total=len(files))
-        for f in files:
+        for f, target in zip(files, targets, strict=True):
             name, data = read_bitstream(f, codec)
             try:
                 rgb = get_codec(name).decode(data)
             except PrepcodecError as exc:
                 raise type(exc)(f"{f}: {exc}") from None
-            save_png(_output_path(f, out, many, ".png"), rgb)
+            save_png(target, rgb)
             progress.advance(task)
-    typer.echo(f"{len(files)} images decoded to {out}")
+    typer.echo(f"{len(files)} images decoded to {targets[0] if len(targets) == 1 else targets[0].parent}")
 
 
 def _calibration_images(data: str, count: int, crop: tuple[int, int] | None) -> tuple[list[np.ndarray], str]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prepcodec.data.datasets import image_hash
+from prepcodec.errors import InputError
 
 __all__ = ["SCHEMA_VERSION", "CacheKey", "ResultCache", "image_hash"]
 
@@ -44,14 +46,29 @@ class ResultCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, image TEXT, codec TEXT, backend TEXT,"
-            " level TEXT, preset TEXT, pre TEXT, task TEXT, value TEXT NOT NULL)"
-        )
-        self._db.commit()
+        if self.path.is_dir():
+            raise InputError(f"result cache {self.path} is a folder; --cache names an SQLite file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"result cache {self.path}: cannot create its folder ({exc.strerror})") from None
+        with self._guard():
+            self._db = sqlite3.connect(str(self.path), timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, image TEXT, codec TEXT, backend TEXT,"
+                " level TEXT, preset TEXT, pre TEXT, task TEXT, value TEXT NOT NULL)"
+            )
+            self._db.commit()
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A damaged or unreadable cache file becomes one line that names it and says what to do."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:  # also OperationalError (unopenable, read-only, locked too long)
+            raise InputError(f"result cache {self.path} is not usable ({exc}); move it away or delete it (it only "
+                             "holds results that can be recomputed), or give another --cache") from None
 
     def get_many(self, keys: Iterable[CacheKey]) -> dict[CacheKey, Any]:
         """Cached values of the keys that are present."""
@@ -61,9 +78,10 @@ class ResultCache:
         digests = list(by_digest)
         for i in range(0, len(digests), 500):
             part = digests[i : i + 500]
-            rows = self._db.execute(
-                f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(part))})", part
-            ).fetchall()
+            with self._guard():
+                rows = self._db.execute(
+                    f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(part))})", part
+                ).fetchall()
             for digest, value in rows:
                 found[by_digest[digest]] = json.loads(value)
         return found
@@ -74,7 +92,7 @@ class ResultCache:
     def put_many(self, items: Iterable[tuple[CacheKey, Any]]) -> None:
         """Insert or replace values, in one transaction (all or nothing)."""
         rows = [(k.digest(), *k.__dict__.values(), json.dumps(v, separators=(",", ":"))) for k, v in items]
-        with self._db:
+        with self._guard(), self._db:
             self._db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
     def __len__(self) -> int:

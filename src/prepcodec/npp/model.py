@@ -1,15 +1,21 @@
 """The neural preprocessing network (NPP) of Lu et al. (TCSVT 2024).
 
-x -> x̄ = clamp(pixel(x) + unet(x, qp), 0, 1). The pixel-wise branch (two 1x1 convs with ReLU) can express colour
-transforms cheaply; the U-Net branch adds spatially-varying edits (smoothing what the task model ignores). A
-quantization-adaptive layer (a 2-layer MLP on the QP) scales the U-Net's feature channels, so one network serves
-every QP. Initialised as the identity (pixel branch = identity, U-Net output conv = 0): training starts from
-"no preprocessing", which is what the plain codec does.
+x -> x̄ = clamp(pixel(x, qp) + unet(x, qp), 0, 1). The pixel-wise branch (1x1 conv, ReLU, 1x1 conv, ReLU, each conv's
+output scaled per channel from the QP as the official code's `Scaling_Net` does) can express colour transforms
+cheaply; the U-Net branch adds spatially-varying edits (smoothing what the task model ignores). A
+quantization-adaptive layer (a 2-layer MLP on the QP) scales every U-Net block's channels, so one network serves
+every QP. Initialised as the identity (pixel branch = identity, U-Net output conv = 0, every QP scale = 1): training
+starts from "no preprocessing", which is what the plain codec does.
+
+Down-sampling is a choice (`NPPConfig.down`): "pool" (2x2 max-pooling) or "stride" (a 3x3 convolution of stride 2,
+as the paper's U-Net). `NPPConfig.stem` > 1 runs the U-Net on a pixel-unshuffled image (stride `stem`): the full
+resolution convolutions are what dominates the cost on a CPU (docs/benchmarks.md), and the pixel branch keeps the
+full resolution path.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +25,7 @@ from prepcodec.errors import InputError
 
 QP_CENTER = 34.0  # HEVC QP the conditioning is centred on (middle of the paper's 28..41 range)
 QP_SCALE = 10.0
+DOWN_MODES = ("pool", "stride")
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,31 @@ class NPPConfig:
     base_channels: int = 16
     depth: int = 3  # number of down-sampling steps in the U-Net
     qp_hidden: int = 64
+    down: str = "pool"  # "pool" (max-pooling) or "stride" (strided 3x3 conv, the paper's)
+    pixel_qp: bool = True  # QP scaling of the pixel branch's two convs (the official code's Scaling_Net)
+    stem: int = 1  # U-Net input resolution divisor (pixel-unshuffle); 1 = full resolution
+
+    def __post_init__(self) -> None:
+        if self.down not in DOWN_MODES:
+            raise InputError(f"NPP down-sampling must be one of {', '.join(DOWN_MODES)}, got {self.down!r}")
+        if self.depth < 1 or self.base_channels < 1 or self.qp_hidden < 1 or self.stem < 1:
+            raise InputError(f"invalid NPP config {self}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NPPConfig:
+        """Rebuild from a stored dict; InputError for keys this version does not know (a foreign or newer file)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"NPP config has unknown fields {sorted(unknown)} (written by another version?)")
+        return cls(**d)
 
 
 NPP_SIZES: dict[str, NPPConfig] = {
-    "small": NPPConfig(base_channels=16, depth=3, qp_hidden=32),  # CPU training
+    # CPU training: U-Net at stride 2 (pixel-unshuffle stem), strided convs, depth 4 (bottom at stride 32, so its
+    # view covers a whole 224 crop); 2.16 M parameters, ~4x cheaper per step than "small-full" (docs/benchmarks.md)
+    "small": NPPConfig(base_channels=16, depth=4, qp_hidden=32, down="stride", stem=2),
+    "small-full": NPPConfig(base_channels=16, depth=3, qp_hidden=32),  # full-resolution U-Net, max-pooling
     "paper": NPPConfig(base_channels=35, depth=4, qp_hidden=128),  # 9.49 M parameters (paper: ~9.4 M)
 }
 
@@ -65,58 +93,98 @@ class _Block(nn.Module):
         return self.qp(F.relu(self.conv2(F.relu(self.conv1(x)))), qp)
 
 
+class PixelBranch(nn.Module):
+    """1x1 conv, QP scale, ReLU, 1x1 conv, QP scale, ReLU: a per-pixel colour map that depends on the QP."""
+
+    def __init__(self, qp_hidden: int, qp_scaled: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 3, 1)
+        self.conv2 = nn.Conv2d(3, 3, 1)
+        self.qp1 = QPAdaptive(3, qp_hidden) if qp_scaled else None
+        self.qp2 = QPAdaptive(3, qp_hidden) if qp_scaled else None
+        with torch.no_grad():
+            for conv in (self.conv1, self.conv2):
+                conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+                conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)
+        h = F.relu(self.qp1(h, qp) if self.qp1 is not None else h)
+        h = self.conv2(h)
+        return F.relu(self.qp2(h, qp) if self.qp2 is not None else h)
+
+
+class UNetBranch(nn.Module):
+    """A QP-adaptive U-Net that outputs an RGB residual (zero at initialisation)."""
+
+    def __init__(self, config: NPPConfig) -> None:
+        super().__init__()
+        c, d, h, s = config.base_channels, config.depth, config.qp_hidden, config.stem
+        self.config = config
+        widths = [c * 2**i for i in range(d + 1)]
+        self.down = nn.ModuleList([_Block(3 * s * s if i == 0 else widths[i - 1], widths[i], h) for i in range(d)])
+        self.pool = nn.ModuleList(
+            [nn.Conv2d(widths[i], widths[i], 3, stride=2, padding=1) for i in range(d)] if config.down == "stride"
+            else [nn.MaxPool2d(2) for _ in range(d)]
+        )
+        self.bottom = _Block(widths[d - 1], widths[d], h)
+        self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(d)])
+        self.dec = nn.ModuleList([_Block(2 * widths[i], widths[i], h) for i in range(d)])
+        self.out = nn.Conv2d(widths[0], 3 * s * s, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        unit = self.config.stem * 2**self.config.depth
+        ph, pw = (-height) % unit, (-width) % unit
+        mode = "reflect" if height > ph and width > pw else "replicate"
+        h = F.pad(x, (0, pw, 0, ph), mode=mode) if (ph or pw) else x
+        if self.config.stem > 1:
+            h = F.pixel_unshuffle(h, self.config.stem)
+        skips = []
+        for block, pool in zip(self.down, self.pool, strict=True):
+            h = block(h, qp)
+            skips.append(h)
+            h = pool(h)
+        h = self.bottom(h, qp)
+        for i in reversed(range(self.config.depth)):
+            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], dim=1), qp)
+        h = self.out(h)
+        if self.config.stem > 1:
+            h = F.pixel_shuffle(h, self.config.stem)
+        return h[..., :height, :width]
+
+
 class NPP(nn.Module):
     """`NPP(x, qp) -> x̄`, x float RGB NCHW in [0, 1] of any size, qp a float or a per-image tensor (HEVC QP)."""
 
     def __init__(self, config: NPPConfig | None = None) -> None:
         super().__init__()
         self.config = config or NPPConfig()
-        c, d, h = self.config.base_channels, self.config.depth, self.config.qp_hidden
-        self.pix1 = nn.Conv2d(3, 3, 1)
-        self.pix2 = nn.Conv2d(3, 3, 1)
-        widths = [c * 2**i for i in range(d + 1)]
-        self.down = nn.ModuleList([_Block(3 if i == 0 else widths[i - 1], widths[i], h) for i in range(d)])
-        self.bottom = _Block(widths[d - 1], widths[d], h)
-        self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(d)])
-        self.dec = nn.ModuleList([_Block(2 * widths[i], widths[i], h) for i in range(d)])
-        self.out = nn.Conv2d(widths[0], 3, 1)
-        self._init_identity()
+        self.pixel = PixelBranch(self.config.qp_hidden, self.config.pixel_qp)
+        self.unet = UNetBranch(self.config)
 
-    def _init_identity(self) -> None:
-        with torch.no_grad():
-            for conv in (self.pix1, self.pix2):
-                conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
-                conv.bias.zero_()
-            self.out.weight.zero_()
-            self.out.bias.zero_()
-
-    def forward(self, x: torch.Tensor, qp: float | torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"NPP expects float RGB images shaped (N, 3, H, W), got {tuple(x.shape)}")
-        n, _, height, width = x.shape
+    def qp_tensor(self, qp: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """One QP per image as a float tensor on x's device (a scalar is broadcast)."""
+        n = x.shape[0]
         qp_t = torch.as_tensor(qp, dtype=x.dtype, device=x.device).reshape(-1)
         qp_t = qp_t.expand(n) if qp_t.numel() == 1 else qp_t
         if qp_t.numel() != n:
             raise InputError(f"got {qp_t.numel()} QPs for {n} images")
-        pixel = self.pix2(F.relu(self.pix1(x)))
-        unit = 2**self.config.depth
-        ph, pw = (-height) % unit, (-width) % unit
-        mode = "reflect" if height > ph and width > pw else "replicate"
-        h = F.pad(x, (0, pw, 0, ph), mode=mode) if (ph or pw) else x
-        skips = []
-        for block in self.down:
-            h = block(h, qp_t)
-            skips.append(h)
-            h = F.max_pool2d(h, 2)
-        h = self.bottom(h, qp_t)
-        for i in reversed(range(self.config.depth)):
-            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], dim=1), qp_t)
-        residual = self.out(h)[..., :height, :width]
-        return (pixel + residual).clamp(0.0, 1.0)
+        return qp_t
+
+    def forward(self, x: torch.Tensor, qp: float | torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise InputError(f"NPP expects float RGB images shaped (N, 3, H, W), got {tuple(x.shape)}")
+        qp_t = self.qp_tensor(qp, x)
+        return (self.pixel(x, qp_t) + self.unet(x, qp_t)).clamp(0.0, 1.0)
 
 
-def create_npp(size: str = "small") -> NPP:
-    """Build an NPP by size name ("small" for CPU, "paper" for the paper's ~9.4 M parameters)."""
+def create_npp(size: str | NPPConfig = "small") -> NPP:
+    """Build an NPP by size name ("small" for CPU, "paper" for the paper's ~9.4 M parameters) or from a config."""
+    if isinstance(size, NPPConfig):
+        return NPP(size)
     if size not in NPP_SIZES:
         raise InputError(f"unknown NPP size {size!r}; known: {', '.join(NPP_SIZES)}")
     return NPP(NPP_SIZES[size])
@@ -125,3 +193,7 @@ def create_npp(size: str = "small") -> NPP:
 def config_dict(model: NPP) -> dict:
     """JSON-able config, saved beside weights."""
     return asdict(model.config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

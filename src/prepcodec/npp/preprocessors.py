@@ -6,7 +6,9 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
   bilateral:SIGMA_R[:SIGMA_S] bilateral denoiser, range sigma in 8-bit levels, spatial sigma in pixels (default 2)
   roi:blur:SIGMA              keep the task's region of interest, Gaussian-blur the rest
   roi:flat:ALPHA              keep the region of interest, pull the rest towards the mean colour (ALPHA in [0, 1])
-  npp:NAME|PATH               learned preprocessing network (not built yet)
+  npp:NAME|PATH               learned preprocessing network: a shipped name (`npp list`) or an exported .pt;
+                              QP-aware (it is run at each level's HEVC-axis QP); its canonical spec carries the
+                              weights' content hash (npp:cls@1a2b3c4d5e6f), so cached results follow the weights
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 class Preprocessor:
     """rgb uint8 -> rgb uint8 before encoding. `qp` is the HEVC-QP-axis level (used by QP-aware NPPs only)."""
 
-    def __init__(self, spec: str, fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+    def __init__(self, spec: str, fn: Callable[..., torch.Tensor] | None, qp_aware: bool = False) -> None:
         self.spec = spec
         self._fn = fn
-        self.qp_aware = False
+        self.qp_aware = qp_aware
 
     @property
     def is_identity(self) -> bool:
@@ -48,11 +50,30 @@ class Preprocessor:
     def __call__(self, rgb: np.ndarray, qp: float | None = None) -> np.ndarray:
         if self._fn is None:
             return rgb
+        if self.qp_aware and qp is None:
+            raise InputError(f"{self.spec} is QP-aware: give the HEVC-axis QP it preprocesses for")
         with torch.no_grad():
-            return to_uint8(self._fn(to_tensor(rgb)))
+            x = to_tensor(rgb)
+            return to_uint8(self._fn(x, qp) if self.qp_aware else self._fn(x))
 
     def __repr__(self) -> str:
         return f"Preprocessor({self.spec!r})"
+
+
+def npp_preprocessor(name_or_path: str) -> Preprocessor:
+    """The learned NPP as a QP-aware preprocessor; spec `npp:<name or path>@<first 12 hex of its weights' sha256>`."""
+    from prepcodec.errors import WeightsMissing
+    from prepcodec.npp.zoo import load_npp
+
+    try:
+        net = load_npp(name_or_path)
+    except WeightsMissing as exc:
+        raise InputError(str(exc)) from None
+
+    def run(x: torch.Tensor, qp: float) -> torch.Tensor:
+        return net.model(x, float(qp))
+
+    return Preprocessor(f"npp:{net.name}@{net.sha256[:12]}", run, qp_aware=True)
 
 
 def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float("inf")) -> float:
@@ -98,6 +119,6 @@ def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
             return baselines.suppress(x, mask, mode, strength)
 
         return Preprocessor(f"roi:{mode}:{strength:g}", roi)
-    if kind == "npp":
-        raise InputError(f"--pre {spec!r}: the learned NPP is not built yet (a later issue); use {PRE_HELP}")
+    if kind == "npp" and len(parts) >= 2 and text[4:].strip():
+        return npp_preprocessor(text[4:].strip())
     raise InputError(f"unknown --pre {spec!r}; expected {PRE_HELP}")

@@ -50,14 +50,33 @@ class RealCodecCache:
     """Real round-trip results (bits, decoded MSE vs a reference, optionally the decoded image) cached on disk."""
 
     def __init__(self, codec: str, preset: str = "eval", root: Path | None = None):
+        from prepcodec.codecs import get_codec
+
         self.codec, self.preset = codec, preset
+        self.backend = get_codec(codec).availability()[1]  # a new encoder build must not reuse old results
         self.root = (root or cache_dir().parent / "proxy-eval") / f"{codec}-{preset}"
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _key(self, img: np.ndarray, level: float) -> str:
         h = hashlib.sha1(np.ascontiguousarray(img).tobytes())
-        h.update(f"{img.shape}|{self.codec}|{level}|{self.preset}".encode())
+        h.update(f"{img.shape}|{self.codec}|{self.backend}|{level}|{self.preset}".encode())
         return h.hexdigest()
+
+    @staticmethod
+    def _read(path: Path, keep_decoded: bool) -> dict | None:
+        """A cached entry, or None when absent, incomplete or damaged (then it is recomputed and rewritten)."""
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                rec = {"bits": float(z["bits"]), "mse": float(z["mse"])}
+                if keep_decoded:
+                    if "decoded" not in z.files:
+                        return None
+                    rec["decoded"] = z["decoded"]
+                return rec
+        except Exception:  # BadZipFile, truncated members, missing keys: a cache entry is never trusted blindly
+            return None
 
     def run(
         self, images: Sequence[np.ndarray], levels: Sequence[float], refs: Sequence[np.ndarray] | None = None,
@@ -68,17 +87,7 @@ class RealCodecCache:
 
         refs = refs if refs is not None else images
         keys = [self._key(img, lv) for img, lv in zip(images, levels, strict=True)]
-        out: list[dict | None] = []
-        for k in keys:
-            p = self.root / f"{k}.npz"
-            if p.exists():
-                with np.load(p) as z:
-                    rec = {"bits": float(z["bits"]), "mse": float(z["mse"])}
-                    if keep_decoded and "decoded" in z.files:
-                        rec["decoded"] = z["decoded"]
-                    out.append(rec if (not keep_decoded or "decoded" in rec) else None)
-            else:
-                out.append(None)
+        out: list[dict | None] = [self._read(self.root / f"{k}.npz", keep_decoded) for k in keys]
         miss = [i for i, r in enumerate(out) if r is None]
         chunk = 16
         for s in tqdm(range(0, len(miss), chunk), desc=desc, unit="batch", disable=not miss):

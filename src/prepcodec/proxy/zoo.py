@@ -16,6 +16,7 @@ from torch import nn
 from prepcodec.atomic import write_text
 from prepcodec.errors import InputError, WeightsMissing
 from prepcodec.proxy.models import ProxyCodec, ProxyConfig, build_proxy
+from prepcodec.safe_load import safe_torch_load
 from prepcodec.train.checkpoint import atomic_torch_save
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -64,7 +65,7 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> ProxyCodec:
         raise WeightsMissing(f"proxy weights {path} (and its .json) not found; train them with `prepcodec proxy train`")
     meta = json.loads(path.with_suffix(".json").read_text())
     model = build_proxy(ProxyConfig(**meta["config"]))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_torch_load(path, "proxy weights")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.to(device).eval()
 

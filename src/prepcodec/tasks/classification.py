@@ -147,17 +147,22 @@ class ClassificationTask(Task):
             f"{t.dtype} {tuple(t.shape)} for N={n}"
         )
 
-    def loss(self, images: torch.Tensor, targets: Any) -> torch.Tensor:
+    def loss(self, images: torch.Tensor, targets: Any, reduction: str = "mean") -> torch.Tensor:
         """Mean cross-entropy to int labels, or mean KL(teacher || model) to teacher probabilities.
 
         KL equals soft cross-entropy minus the (constant) teacher entropy: same gradient, but 0 when the image
-        is unchanged, which makes it readable as a distortion measure.
+        is unchanged, which makes it readable as a distortion measure. `reduction="none"` gives one value per
+        image (the NPP trainer weights them by a per-image, QP-dependent lambda).
         """
+        if reduction not in ("mean", "none"):
+            raise InputError(f"reduction must be 'mean' or 'none', got {reduction!r}")
         t = self._targets(targets, len(images))
         logits = self.logits(images)
         if t.ndim == 1:
-            return F.cross_entropy(logits, t)
-        return F.kl_div(F.log_softmax(logits, dim=1), t, reduction="batchmean")
+            per = F.cross_entropy(logits, t, reduction="none")
+        else:
+            per = F.kl_div(F.log_softmax(logits, dim=1), t, reduction="none").sum(dim=1)
+        return per.mean() if reduction == "mean" else per
 
     def metric(self, predictions: list[dict[str, Any]], targets: Any) -> float:
         """Top-1 accuracy against int labels, or top-1 agreement with teacher probabilities."""

