@@ -183,3 +183,33 @@ def test_output_paths_are_decided_and_checked_before_any_work(tmp_path: Path):
     assert_one_line_error(run("encode", single, "/proc/x.jpg", "-c", "jpeg", "-q", "50"), "cannot write there")
     assert_one_line_error(run("decode", tmp_path / "out" / "a.jpg", tmp_path / "out" / "a.jpg"), "extension")
     assert not Path("/dev/null.jpg").exists()
+
+
+def test_level_aliases_must_name_the_codecs_own_knob_and_devices_are_checked(tmp_path: Path):
+    src = next(p for p in sample_paths() if p.stem == "chelsea")
+    assert_one_line_error(run("encode", src, tmp_path / "a.jpg", "-c", "jpeg", "--qp", "30"), "jpeg has no QP")
+    assert_one_line_error(run("encode", src, tmp_path / "a.hevc", "-c", "hevc", "--quality", "30"), "set by its QP")
+    assert not any(tmp_path.iterdir())
+    for device, needle in (("tpu", "must be cpu, cuda or cuda:N"), ("cuda:x", "must be cpu")):
+        assert_one_line_error(run("predict", src, "--device", device), needle)
+
+
+def test_table_writers_refuse_degenerate_fits_and_never_overwrite_shipped_tables_by_default(tmp_path: Path):
+    from prepcodec.codecs.qp_axis import TABLE_PATH
+    from prepcodec.proxy.jpeg import RATE_MODEL_PATH
+
+    shipped = (TABLE_PATH.read_bytes(), RATE_MODEL_PATH.read_bytes())
+    assert_one_line_error(run("calibrate", "--codecs", "jpeg", "--images", "2"), "--out FILE, or --replace-shipped")
+    assert_one_line_error(run("calibrate", "--images", "0", "--out", tmp_path / "t.json"), "--images must be >= 1")
+    assert_one_line_error(run("proxy", "fit-jpeg", "--images", "0", "--out", tmp_path / "r.json"), "--images must")
+    assert_one_line_error(run("proxy", "fit-jpeg", "--images", "1", "--out", tmp_path / "r.json"), "--images must")
+    assert_one_line_error(run("proxy", "fit-jpeg"), "--replace-shipped")
+    assert_one_line_error(run("proxy", "fit-jpeg", "--qualities", "5,x", "--out", tmp_path / "r.json"), "--qualities")
+    assert (TABLE_PATH.read_bytes(), RATE_MODEL_PATH.read_bytes()) == shipped
+    assert not any(tmp_path.iterdir())
+
+
+def test_small_argument_checks_answer_in_one_line(tmp_path: Path):
+    assert_one_line_error(run("plot", tmp_path, "--out", tmp_path / "p.jpg"), "PNG")
+    assert_one_line_error(run("proxy", "targets", "--crops", "0"), "--crops")
+    assert not list(tmp_path.iterdir())

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from prepcodec.commands.tables import table_console
 from prepcodec.errors import DataMissing, InputError, PrepcodecError
 
 console = Console(stderr=True)
@@ -51,10 +52,16 @@ def _bitstream_inputs(path: Path, codec: str | None) -> list[Path]:
     return files
 
 
-def _pick_level(level: float | None, qp: float | None, quality: float | None) -> float:
+def _pick_level(level: float | None, qp: float | None, quality: float | None, knob: str, codec: str) -> float:
+    """The one level given; --qp only for QP codecs and --quality only for the others (an alias that names the
+    wrong knob is a mistake, not a synonym)."""
     given = [v for v in (level, qp, quality) if v is not None]
     if len(given) != 1:
         raise InputError("give exactly one of --level, --qp or --quality")
+    if qp is not None and knob != "qp":
+        raise InputError(f"{codec} has no QP; its level is a {knob} (use --level or --quality)")
+    if quality is not None and knob == "qp":
+        raise InputError(f"{codec} is set by its QP (use --qp or --level)")
     return given[0]
 
 
@@ -84,7 +91,7 @@ def codecs_command(
     from prepcodec.codecs import PRESETS, get_codec, list_codecs
 
     if qp_axis:
-        Console().print(_qp_axis_table())
+        table_console().print(_qp_axis_table())
         return
 
     table = Table(title="prepcodec codecs")
@@ -99,7 +106,7 @@ def codecs_command(
             name, c.extension, spec.knob, f"{spec.min:g}-{spec.max:g}", direction, ", ".join(PRESETS),
             info if ok else "-", "yes" if ok else f"no: {info}",
         )  # fmt: skip
-    Console().print(table)
+    table_console().print(table)
 
 
 def encode_command(
@@ -122,7 +129,7 @@ def encode_command(
     from prepcodec.data.images import load_image
 
     c = get_codec(codec)
-    value = c.level_spec.check(_pick_level(level, qp, quality))
+    value = c.level_spec.check(_pick_level(level, qp, quality, c.level_spec.knob, c.name))
     check_preset(preset)
     ok, why = c.availability()
     if not ok:
@@ -230,7 +237,9 @@ def calibrate_command(
     step: int = typer.Option(3, "--step", help="measure every STEP-th native level (interpolated between)"),
     hevc_step: int = typer.Option(1, "--hevc-step", help="measure every N-th HEVC QP (the axis itself)"),
     workers: int = typer.Option(None, "--workers", help="encoder processes (default: one per core)"),
-    out: Path = typer.Option(None, "--out", help="table to write (default: the package's qp_axis.json)"),
+    out: Path = typer.Option(None, "--out", help="table to write (or --replace-shipped)"),
+    replace_shipped: bool = typer.Option(False, "--replace-shipped",
+                                         help="overwrite the package's own qp_axis.json (every codec's levels move)"),
 ) -> None:
     """Measure the shared HEVC-QP axis (mean bpp per level, eval preset) and write qp_axis.json."""
     import sys
@@ -249,6 +258,10 @@ def calibrate_command(
             raise InputError(f"--crop must look like 384x256 or none, got {crop!r}") from None
     if step < 1 or hevc_step < 1:
         raise InputError(f"--step and --hevc-step must be >= 1, got {step} and {hevc_step}")
+    if images < 1:
+        raise InputError(f"--images must be >= 1, got {images}")
+    if (out is None) == (not replace_shipped):
+        raise InputError("give --out FILE, or --replace-shipped to overwrite the shipped table (not both)")
     imgs, described = _calibration_images(data, images, crop_wh)
     total = len(level_grid("hevc", hevc_step)) + sum(len(level_grid(n, step)) for n in names if n != "hevc")
     with _progress() as progress, CodecPool(workers) as pool:
@@ -266,7 +279,7 @@ def calibrate_command(
         "hevc_qp_step": hevc_step,
         "preset": "eval",
     }
-    target = out or TABLE_PATH
+    target = TABLE_PATH if replace_shipped else out
     write_table(target, table, meta)
     typer.echo(f"wrote {target} ({len(table)} codecs, {len(imgs)} images)")
 

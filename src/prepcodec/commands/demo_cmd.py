@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from prepcodec.commands.tables import table_console
 from prepcodec.errors import InputError
 
 # The useful part of each codec's native range for photos (roughly 0.1-3 bpp), low quality first.
@@ -178,7 +179,6 @@ def write_demo(result: DemoResult, out: Path) -> list[Path]:
 
 
 def _print_table(result: DemoResult) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"prepcodec demo: {len(result.images)} bundled photos, {result.preset} preset")
@@ -189,7 +189,7 @@ def _print_table(result: DemoResult) -> None:
         table.add_row(r.codec if r.codec != last else "", f"{r.knob} {r.level:g}", f"{r.bpp:.3f}", f"{r.psnr:.2f}",
                       f"{r.psnr_y:.2f}", f"{r.ms_ssim:.4f}", end_section=False)
         last = r.codec
-    Console().print(table)
+    table_console().print(table)
 
 
 def demo_command(

@@ -11,7 +11,10 @@ from prepcodec.errors import InputError
 
 
 def eval_command(
-    data: str = typer.Option(..., "--data", help="data set: imagenet-eval, coco-val, photos-eval, kodak, samples"),
+    data: str = typer.Option(
+        ..., "--data", help="data set: imagenet-eval, coco-val, photos-eval, kodak, samples (published numbers); "
+        "also the training splits imagenet-train, photos-train; any of them sliced, e.g. imagenet-eval[:200]"
+    ),
     task: str = typer.Option(
         ..., "--task", help="task model, e.g. effnet-lite0, centernet, movenet; none = fidelity metrics only"
     ),
@@ -38,7 +41,9 @@ def eval_command(
     from prepcodec.codecs.base import PRESETS
     from prepcodec.eval.report import summary_markdown
     from prepcodec.eval.sweep import SweepConfig, parse_fidelity, parse_levels, run_sweep
+    from prepcodec.tasks.base import check_device
 
+    device = check_device(device)
     if preset not in PRESETS:
         raise InputError(f"unknown --preset {preset!r}; expected one of {', '.join(PRESETS)}")
     if limit < 0 or workers < 0:
@@ -110,6 +115,8 @@ def plot_command(
 
     if metric not in METRIC_NAMES:
         raise InputError(f"unknown metric {metric!r}; expected one of {', '.join(METRIC_NAMES)}")
+    if out.suffix.lower() != ".png":
+        raise InputError(f"--out {out}: plots are written as PNG; name a .png file")
     curves, counts = {}, set()
     for path in runs:
         run = load_run(path)

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from prepcodec.commands.tables import table_console
 from prepcodec.errors import DataMissing, InputError
 
 if TYPE_CHECKING:
@@ -259,7 +260,7 @@ def list_command() -> None:
         table.add_column(col)
     for e in list_tasks():
         table.add_row(e.name, e.kind, e.description)
-    Console().print(table)
+    table_console().print(table)
 
 
 def check_command(
@@ -267,8 +268,9 @@ def check_command(
     limit: int | None = typer.Option(None, "--limit", help="Score classifiers on N evenly spread photos, not 1000"),
     no_accuracy: bool = typer.Option(False, "--no-accuracy", help="Skip the ImageNet accuracy run"),
     norm: str = typer.Option("tf", "--norm", help="Classifier input normalisation: tf | imagenet"),
-    draw_dir: Path = typer.Option(Path("docs/img"), "--draw-dir", help="Where detection/pose drawings go"),
-    no_draw: bool = typer.Option(False, "--no-draw", help="Do not draw predictions"),
+    draw_dir: Path = typer.Option(None, "--draw-dir", help="Draw detection/pose predictions into this folder "
+                                  "(none by default: a check writes nothing)"),
+    no_draw: bool = typer.Option(False, "--no-draw", help="Do not draw predictions (the default; kept for scripts)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON document instead of a table"),
@@ -278,8 +280,10 @@ def check_command(
 
     from prepcodec.data.images import load_image
     from prepcodec.data.samples import sample_paths
+    from prepcodec.tasks.base import check_device
     from prepcodec.tasks.registry import create_task, list_tasks
 
+    device = check_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
     names = _split_names(models) or [e.name for e in list_tasks()]
@@ -295,7 +299,7 @@ def check_command(
         if entry.kind == "classification":
             row["norm"] = norm
             classifiers[name] = task
-        elif not no_draw:
+        elif draw_dir is not None and not no_draw:
             row["drawn"] = [str(p) for p in draw_samples(name, entry.kind, task, draw_dir)]
         rows.append(row)
     if classifiers and not no_accuracy:
@@ -326,7 +330,7 @@ def check_command(
         else:
             result = ", ".join(row.get("drawn", [])) or "-"
         table.add_row(row["name"], row["kind"], params, f"{row['ms_per_image']:.1f}", result)
-    Console().print(table)
+    table_console().print(table)
 
 
 def _load_inputs(paths: Sequence[Path]) -> Iterator[tuple[Path, np.ndarray, list[str]]]:
@@ -345,8 +349,10 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per image per line (stable format)"),
 ) -> None:
     """Run a model on images: top-5 classes, boxes or keypoints."""
+    from prepcodec.tasks.base import check_device
     from prepcodec.tasks.registry import create_task
 
+    device = check_device(device)
     entry = _task_entry(model)
     inputs = list(_load_inputs(images))  # every image readable before any output
     task = create_task(model, device=device)

@@ -10,6 +10,7 @@ import typer
 from prepcodec.errors import InputError
 
 FIT_CROP = 192
+MIN_FIT_IMAGES = 4
 proxy_app = typer.Typer(help="Differentiable codec proxies (training-time stand-ins for the real codecs).",
                         no_args_is_help=True)
 
@@ -18,6 +19,9 @@ def _recipe(codec: str, crops: int, crop_size: int, qps_per_crop: int, seed: int
     from prepcodec.proxy.targets import TRAIN_DATASETS, TargetRecipe
 
     names = tuple(d.strip() for d in datasets.split(",") if d.strip()) if datasets else TRAIN_DATASETS
+    if crops < 1 or crop_size < 16 or qps_per_crop < 1:
+        raise InputError(f"--crops and --qps-per-crop must be >= 1 and --crop-size >= 16, got {crops}, "
+                         f"{qps_per_crop} and {crop_size}")
     return TargetRecipe(codec=codec, crops=crops, crop_size=crop_size, qps_per_crop=qps_per_crop, seed=seed,
                         datasets=names)
 
@@ -194,20 +198,33 @@ def eval_cmd(
 def fit_jpeg_cmd(
     images: int = typer.Option(40, help="training photos (photos-train) to fit on"),
     qualities: str = typer.Option("5,8,10,16,25,35,50,64,75,90", help="JPEG qualities, comma-separated"),
-    out: Path = typer.Option(None, help="where to write the rate model (default: the shipped jpeg_rate.json)"),
+    out: Path = typer.Option(None, help="where to write the rate model (or --replace-shipped)"),
+    replace_shipped: bool = typer.Option(False, help="overwrite the package's own jpeg_rate.json"),
 ) -> None:
     """Fit the analytic JPEG proxy's rate model (5 coefficients) to real JPEG bytes of training photos."""
     from prepcodec.atomic import write_text
     from prepcodec.data.datasets import get_dataset
     from prepcodec.proxy.jpeg import RATE_MODEL_PATH, fit_rate_model
 
+    if (out is None) == (not replace_shipped):
+        raise InputError("give --out FILE, or --replace-shipped to overwrite the shipped rate model (not both)")
+    try:
+        qs = [int(q) for q in qualities.split(",") if q.strip()]
+    except ValueError:
+        raise InputError(f"--qualities must be comma-separated integers, got {qualities!r}") from None
+    if len(set(qs)) < 3 or not all(1 <= q <= 95 for q in qs):
+        raise InputError("--qualities needs >= 3 distinct values in [1, 95]")
+    if images < MIN_FIT_IMAGES:
+        raise InputError(f"--images must be >= {MIN_FIT_IMAGES} (8 coefficients need several photos per quality), "
+                         f"got {images}")
     ds = get_dataset("photos-train")
-    qs = [int(q) for q in qualities.split(",")]
+    if images > len(ds):
+        raise InputError(f"--images must be <= {len(ds)} (the photos-train size), got {images}")
     imgs = [ds.load(item) for item in ds.items[:images]]
     imgs += [im[:FIT_CROP, :FIT_CROP] for im in imgs]  # small crops too: the NPP trains on crops
     model = fit_rate_model(imgs, qs)
     model["fit_on"] = f"photos-train first {images} images (640 px long side) + their top-left {FIT_CROP}px crops"
-    path = out or RATE_MODEL_PATH
+    path = RATE_MODEL_PATH if replace_shipped else out
     write_text(path, json.dumps(model, indent=2) + "\n")
     typer.echo(f"{path}: coefs {model['coefs']}, Pearson r(log bits) on the fit set {model['pearson_log_bits']:.4f}")
 

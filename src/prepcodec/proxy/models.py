@@ -10,13 +10,19 @@ proxy already spends fewer bits at higher QP and training only has to learn the 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from compressai.models.google import MeanScaleHyperprior
-from compressai.ops import quantize_ste
 from torch import nn
+
+# compressai imports torch_geometric, whose module-level `torch.jit.script` calls warn on every start with this
+# torch; the warning is about their code, not ours, and would print before every command that loads a proxy
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from compressai.models.google import MeanScaleHyperprior
+    from compressai.ops import quantize_ste
 
 from prepcodec.errors import InputError
 

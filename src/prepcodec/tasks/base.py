@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from prepcodec.errors import InputError
+
 
 class Task(ABC):
     """A pretrained vision model behind one interface (see module docstring)."""
@@ -37,3 +39,19 @@ class Task(ABC):
     def to(self, device: str | torch.device) -> Task:
         """Move the model to a device; returns self."""
         return self
+
+
+def check_device(device: str) -> str:
+    """A `--device` value prepcodec can run on ("cpu", "cuda", "cuda:N"), or InputError in one line."""
+    import re
+
+    text = str(device).strip().lower()
+    if text != "cpu" and not re.fullmatch(r"cuda(:\d+)?", text):
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine")
+        index = int(text.split(":")[1]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return text
