@@ -213,3 +213,16 @@ def test_small_argument_checks_answer_in_one_line(tmp_path: Path):
     assert_one_line_error(run("plot", tmp_path, "--out", tmp_path / "p.jpg"), "PNG")
     assert_one_line_error(run("proxy", "targets", "--crops", "0"), "--crops")
     assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_outputs_are_refused_before_the_work_starts(tmp_path: Path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    sweep = ["eval", "--data", "samples", "--task", "none", "--codec", "jpeg", "--levels", "10,50", "--quiet"]
+    assert_one_line_error(run(*sweep, "--out", afile / "run"), "not a folder")
+    assert_one_line_error(run(*sweep, "--out", "/proc/run"), "cannot write there")
+    assert_one_line_error(run(*sweep, "--out", tmp_path / "r", "--cache", tmp_path), "not a regular file")
+    assert_one_line_error(run("plot", tmp_path, "--out", afile / "p.png"), "not a folder")
+    assert_one_line_error(run("compare", tmp_path, tmp_path, "--out", "/proc/cmp"), "cannot write there")
+    assert_one_line_error(run("calibrate", "--out", "/proc/t.json"), "cannot write there")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

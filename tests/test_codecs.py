@@ -182,3 +182,32 @@ def test_vvc_stream_decodes_with_stock_ffmpeg_to_our_pixels(tmp_path) -> None:
     planes[2] = planes[2].reshape(h // 2, w // 2)
     planes = [np.clip((p.astype(np.int32) + 2) >> 2, 0, 255).astype(np.uint8) for p in planes]
     assert np.array_equal(yuv420_to_rgb(*planes), codec.decode(path.read_bytes()))
+
+
+def test_decode_applies_the_size_limit_from_the_header_before_decoding():
+    """A tiny JPEG whose header claims 16383x4097 (just over 64 Mpx) is refused without decoding its pixels."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    from prepcodec.errors import PrepcodecError
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (120, 30, 200)).save(buf, "JPEG", quality=50)
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 4097, 16383)  # height, width in the SOF0 segment
+    assert len(data) < 2048
+    with pytest.raises(PrepcodecError, match="beyond the limit"):
+        get_codec("jpeg").decode(bytes(data))
+
+
+@pytest.mark.parametrize("shape", [(1, 10000), (10000, 1), (16, 4500), (8200, 16)])
+def test_hevc_encodes_thin_pictures_libx265_refuses_at_their_size(shape):
+    h, w = shape
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[..., 0] = (np.arange(w)[None, :] * 7 + np.arange(h)[:, None] * 3) % 256  # not flat
+    codec = get_codec("hevc")
+    out = codec.decode(codec.encode(rgb, 37, "fast"))
+    assert out.shape == rgb.shape

@@ -92,6 +92,17 @@ def check_preset(preset: str) -> str:
     return preset
 
 
+def check_size(width: int, height: int, what: str = "image") -> None:
+    """InputError when an image is empty or beyond the stated limit."""
+    if width < 1 or height < 1:
+        raise InputError(f"{what} is empty ({width}x{height})")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise InputError(
+            f"{what} is {width}x{height}, beyond the limit of {MAX_SIDE} px a side and "
+            f"{MAX_PIXELS // (1024 * 1024)} Mpx"
+        )
+
+
 def check_rgb(rgb: np.ndarray) -> np.ndarray:
     """Validate an RGB uint8 HxWx3 image within the size limit; returns it C-contiguous."""
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -31,6 +31,9 @@ class HEVC(VideoIntraCodec):
     kind = "hevc"
     decoder_name = "hevc"
     bit_depth = 8
+    # libx265 refuses some pictures 16 px thin and over ~4096 px long (16x4500, 8200x16: avcodec_open2 fails;
+    # 16x4096 and 32x16383 encode), so thin pictures are padded to 32 px and cropped back on decode
+    min_side = 32
 
     def _encode_yuv(self, planes: tuple[np.ndarray, np.ndarray, np.ndarray], level: int, preset: str) -> bytes:
         h, w = planes[0].shape

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 from PIL import Image, features
 
-from prepcodec.codecs.base import Codec, LevelSpec, check_preset, check_rgb
-from prepcodec.errors import BitstreamError
+from prepcodec.codecs.base import Codec, LevelSpec, check_preset, check_rgb, check_size
+from prepcodec.errors import BitstreamError, PrepcodecError
 
 _QUALITY_0_100 = LevelSpec(knob="quality", min=0, max=100, integer=True, higher_is_better=True)
 
@@ -38,8 +38,12 @@ class PillowCodec(Codec):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with Image.open(io.BytesIO(bytes(data)), formats=[self.pil_format]) as im:
+                    # the header's size, before any pixel is decoded: a 2 KB file may claim gigapixels
+                    check_size(*im.size, what=f"{self.name} bitstream (its header)")
                     im.load()
                     rgb = np.array(im.convert("RGB"))  # writable copy
+        except PrepcodecError:
+            raise
         except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad streams
             raise BitstreamError(f"corrupt or truncated {self.name} bitstream ({exc.__class__.__name__})") from None
         return np.ascontiguousarray(rgb)

@@ -262,6 +262,9 @@ def calibrate_command(
         raise InputError(f"--images must be >= 1, got {images}")
     if (out is None) == (not replace_shipped):
         raise InputError("give --out FILE, or --replace-shipped to overwrite the shipped table (not both)")
+    from prepcodec.commands.outputs import check_output_file
+
+    check_output_file(out or TABLE_PATH)
     imgs, described = _calibration_images(data, images, crop_wh)
     total = len(level_grid("hevc", hevc_step)) + sum(len(level_grid(n, step)) for n in names if n != "hevc")
     with _progress() as progress, CodecPool(workers) as pool:

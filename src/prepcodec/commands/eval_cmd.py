@@ -39,11 +39,14 @@ def eval_command(
 ) -> None:
     """Sweep levels: preprocess, real encode+decode, run the task; per-image records and per-level summaries."""
     from prepcodec.codecs.base import PRESETS
+    from prepcodec.commands.outputs import check_output_dir, check_output_file
     from prepcodec.eval.report import summary_markdown
     from prepcodec.eval.sweep import SweepConfig, parse_fidelity, parse_levels, run_sweep
     from prepcodec.tasks.base import check_device
 
     device = check_device(device)
+    check_output_dir(out)
+    check_output_file(cache)
     if preset not in PRESETS:
         raise InputError(f"unknown --preset {preset!r}; expected one of {', '.join(PRESETS)}")
     if limit < 0 or workers < 0:
@@ -92,6 +95,10 @@ def compare_command(
 
     if boot < 0:
         raise InputError("--boot must be >= 0")
+    if out is not None:
+        from prepcodec.commands.outputs import check_output_dir
+
+        check_output_dir(out)
     cmp = compare_runs([_run_group(a) for a in runs], metric, n_boot=boot, seed=seed, progress=not quiet)
     if as_json:
         typer.echo(json.dumps(comparison_json(cmp), indent=1))
@@ -117,6 +124,9 @@ def plot_command(
         raise InputError(f"unknown metric {metric!r}; expected one of {', '.join(METRIC_NAMES)}")
     if out.suffix.lower() != ".png":
         raise InputError(f"--out {out}: plots are written as PNG; name a .png file")
+    from prepcodec.commands.outputs import check_output_file
+
+    check_output_file(out)
     curves, counts = {}, set()
     for path in runs:
         run = load_run(path)

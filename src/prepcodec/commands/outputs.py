@@ -68,3 +68,26 @@ def plan_outputs(inputs: list[Path], out: str, from_folder: bool, extension: str
             raise InputError(f"{dst}: would overwrite its input; choose another output")
     probe_folder(root if folder else root.parent)
     return targets
+
+
+def check_output_file(path: Path) -> Path:
+    """A file a command will write at its end: not a folder or device, its folder writable (checked now)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: exists and is not a regular file")
+    probe_folder(path.parent if str(path.parent) else Path("."))
+    return path
+
+
+def check_output_dir(path: Path) -> Path:
+    """A folder a command will fill: not a file, creatable where it is (checked now, created by the writer)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder")
+    parent = path if path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{path}: a part of this path is a file, not a folder")
+    probe_folder(parent)
+    return path

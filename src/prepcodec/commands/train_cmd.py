@@ -60,11 +60,13 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train the NPP: NPP -> real codec (forward) / proxy (backward) -> frozen task; exports <out>/npp.pt."""
+    from prepcodec.commands.outputs import check_output_dir
     from prepcodec.tasks.base import check_device
     from prepcodec.train.crops import CropRecipe
     from prepcodec.train.npp_trainer import NPPTrainConfig, train_npp
 
     device = check_device(device)
+    check_output_dir(out)
     crops = CropRecipe(datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()), crop=crop,
                        crops_per_image=crops_per_image, val_images=val_images, seed=seed)
     cfg = NPPTrainConfig(

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from prepcodec.codecs.base import MAX_PIXELS, MAX_SIDE
+from prepcodec.codecs.base import check_size
 from prepcodec.errors import InputError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -52,17 +52,6 @@ def _strict_truncation() -> Iterator[None]:
         yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = old
-
-
-def check_size(width: int, height: int, what: str = "image") -> None:
-    """InputError when an image is empty or beyond the stated limit."""
-    if width < 1 or height < 1:
-        raise InputError(f"{what} is empty ({width}x{height})")
-    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
-        raise InputError(
-            f"{what} is {width}x{height}, beyond the limit of {MAX_SIDE} px a side and "
-            f"{MAX_PIXELS // (1024 * 1024)} Mpx"
-        )
 
 
 def _scale_to_u8(a: np.ndarray) -> np.ndarray:
