@@ -94,3 +94,44 @@ def test_build_mapping_interpolates_in_log_bpp() -> None:
     entry = build_mapping([10, 50, 90], [0.25, 1.0, 2**0.5], hevc_qps, hevc_bpp)
     assert entry["hevc_qp"] == pytest.approx([42.0, 30.0, 27.0], abs=1e-3)
     assert build_mapping([10], [100.0], hevc_qps, hevc_bpp)["hevc_qp"] == [18.0]  # clamped to the measured range
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    """kill -9 of the process that owns a pool: its codec workers go too, they do not live on as orphans."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import sys, time\n"
+        "import numpy as np\n"
+        "from prepcodec.codecs.pool import CodecPool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = CodecPool(2)\n"
+        "    pool.roundtrip('jpeg', [np.full((16, 16, 3), 9, np.uint8)] * 2, 50)\n"
+        "    print(' '.join(str(p) for p in pool._executor._processes), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in owner.stdout.readline().split()]
+    assert len(workers) == 2
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    deadline = time.time() + 15
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in workers if _running(p)]
+    assert not alive, f"orphaned codec workers {alive}"

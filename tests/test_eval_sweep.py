@@ -173,3 +173,18 @@ def test_parse_levels():
         with pytest.raises(InputError):
             parse_levels(bad)
     assert np.isfinite(parse_levels("0.5")[0])
+
+
+def test_a_run_folder_serves_one_sweep_at_a_time_and_never_a_different_one(base_run, task, pool):
+    from prepcodec.eval.run_lock import locked_run_dir
+
+    tmp, _ = base_run
+    run_dir = tmp / "run"
+    with locked_run_dir(run_dir), pytest.raises(InputError, match="in use by another running sweep"):
+        run_sweep(_cfg(tmp), run_dir, task=task, pool=pool, progress=False)
+    with pytest.raises(InputError, match="holds a different sweep .*levels"):
+        run_sweep(_cfg(tmp, levels=[10, 50]), run_dir, task=task, pool=pool, progress=False)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["levels"] == [float(v) for v in LEVELS]  # the refused sweeps left the run as it was
+    again = run_sweep(_cfg(tmp), run_dir, task=task, pool=pool, progress=False)  # the same sweep may rerun
+    assert again.stats.encoded == 0

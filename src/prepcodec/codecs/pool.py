@@ -44,9 +44,28 @@ class RoundTrip:
         return self.bits / (h * w)
 
 
-def _worker_init() -> None:
+PARENT_POLL_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent died (kill -9 leaves no time to stop the pool) exits instead of living on as an
+    orphan: it is re-parented, so its parent pid changes."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="prepcodec-parent-watch", daemon=True).start()
+
+
+def _worker_init(parent: int | None = None) -> None:
     for var in _THREAD_ENV:
         os.environ[var] = "1"
+    if parent is not None:
+        _exit_with_parent(parent)
 
 
 def roundtrip_one(codec: str, rgb: np.ndarray, level: float, preset: str) -> RoundTrip:
@@ -83,7 +102,8 @@ class CodecPool:
         self._executor: ProcessPoolExecutor | None = None
         if self.workers > 1:
             self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                initargs=(os.getpid(),),
             )
 
     def __enter__(self) -> CodecPool:

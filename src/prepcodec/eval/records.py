@@ -94,6 +94,7 @@ def _flat_record(rec: ImageRecord) -> dict[str, Any]:
 def write_run(out: Path, manifest: dict[str, Any], records: list[ImageRecord], summaries: list[LevelSummary]) -> None:
     """Write all files of a run directory (manifest last: its presence marks a complete run)."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # until the new one is written, the folder is incomplete
     write_text(out / "records.json", json.dumps([asdict(r) for r in records], indent=0) + "\n")
     write_text(out / "records.csv", _csv_text([_flat_record(r) for r in records]))
     summary_rows = [asdict(s) for s in summaries]

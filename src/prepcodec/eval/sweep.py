@@ -165,8 +165,19 @@ def run_sweep(
     """Run (or resume) a sweep; write the run directory when `out` is given.
 
     `task`/`pool` may be passed in to reuse loaded models / a live process pool; `on_chunk(chunk_index, level)`
-    is called after each committed chunk (progress hooks, and tests that interrupt a sweep).
+    is called after each committed chunk (progress hooks, and tests that interrupt a sweep). The run directory is
+    locked for the duration and must not hold a different sweep (`eval.run_lock`).
     """
+    if out is None:
+        return _sweep(cfg, None, task=task, pool=pool, progress=progress, on_chunk=on_chunk)
+    from prepcodec.eval.run_lock import locked_run_dir
+
+    with locked_run_dir(Path(out)):
+        return _sweep(cfg, Path(out), task=task, pool=pool, progress=progress, on_chunk=on_chunk)
+
+
+def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
+           on_chunk: Callable[[int, float], None] | None) -> SweepResult:
     from prepcodec.codecs import CodecPool, get_codec
     from prepcodec.data.datasets import get_dataset
     from prepcodec.eval import metrics
@@ -193,6 +204,12 @@ def run_sweep(
     if task is None:
         task = _NoTask() if cfg.task == NO_TASK else create_task(cfg.task, device=cfg.device)
     pre = pre or parse_pre(cfg.pre, None if isinstance(task, _NoTask) else task)
+    if out is not None:
+        from prepcodec.eval.run_lock import check_same_run
+
+        check_same_run(out, {"data": cfg.data, "limit": cfg.limit, "task": cfg.task, "codec": cfg.codec,
+                             "levels": [float(lv) for lv in levels], "preset": cfg.preset, "pre": pre.spec,
+                             "fidelity": list(extra)})
     stats = SweepStats()
     cache = ResultCache(cfg.cache)
     own_pool = pool is None
@@ -293,5 +310,5 @@ def run_sweep(
         "stats": stats.__dict__,
     }
     if out is not None:
-        write_run(Path(out), manifest, records, summaries)
+        write_run(out, manifest, records, summaries)
     return SweepResult(records, summaries, manifest, stats)
