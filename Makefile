@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow lint fetch clean
+.PHONY: install demo test test-slow fuzz lint fetch clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test: fetch lint
 
 test-slow: fetch
 	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	PREPCODEC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -19,7 +19,7 @@ def _photo(h: int = 45, w: int = 61) -> torch.Tensor:
 
 def test_npp_starts_as_identity_and_keeps_odd_shapes():
     x = _photo()
-    for size in NPP_SIZES:
+    for size in (name for name, cfg in NPP_SIZES.items() if cfg.features is None):
         y = create_npp(size)(x, 37)
         assert y.shape == x.shape
         assert torch.allclose(y, x, atol=1e-6)
@@ -97,3 +97,23 @@ def test_npp_trains_through_real_hevc_with_the_default_proxy():
     loss.backward()
     grads = [p.grad for p in npp.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+@pytest.mark.weights
+def test_feature_guided_npp_sees_the_task_trunk_but_does_not_own_it():
+    """small-lite0: identity at initialisation, any size, gradients to the input through the U-Net only, and the
+    frozen EfficientNet-Lite0 trunk is neither trained nor saved with the network."""
+    torch.manual_seed(0)
+    net = create_npp("small-lite0")
+    x = _photo()
+    assert torch.allclose(net(x, 37.0), x, atol=1e-6)
+    assert not any("features" in k for k in net.state_dict())
+    assert all(p.requires_grad for p in net.parameters())
+    for p in net.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    y = net(x, 37.0)
+    cat = net.unet.features.model  # the trunk: frozen and outside the NPP's parameters
+    assert not any(p.requires_grad for p in cat.parameters())
+    assert {id(p) for p in cat.parameters()}.isdisjoint(id(p) for p in net.parameters())
+    flipped = net(x.flip(-1), 37.0).flip(-1)
+    assert y.shape == x.shape and not torch.allclose(y, flipped, atol=1e-4)  # a spatial map, not a per-pixel one

@@ -135,9 +135,9 @@ def load_image(path: str | Path, notes: list[str] | None = None) -> np.ndarray:
         raise InputError(f"{p}: not a recognised image file") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{p}: image too large ({exc})".splitlines()[0]) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # OSError, SyntaxError, ValueError, EOFError; plugins raise others (jxl: RuntimeError)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{p}: corrupt or truncated image ({reason})") from exc
+        raise InputError(f"{p}: corrupt or truncated image ({reason[:160]})") from exc
     return rgb
 
 

@@ -38,6 +38,8 @@ class NPPConfig:
     down: str = "pool"  # "pool" (max-pooling) or "stride" (strided 3x3 conv, the paper's)
     pixel_qp: bool = True  # QP scaling of the pixel branch's two convs (the official code's Scaling_Net)
     stem: int = 1  # U-Net input resolution divisor (pixel-unshuffle); 1 = full resolution
+    features: str | None = None  # frozen pretrained task features fed to the U-Net levels (npp.features)
+    feature_width: int = 32  # channels each tapped feature map is projected to
 
     def __post_init__(self) -> None:
         if self.down not in DOWN_MODES:
@@ -61,6 +63,8 @@ NPP_SIZES: dict[str, NPPConfig] = {
     "small": NPPConfig(base_channels=16, depth=4, qp_hidden=32, down="stride", stem=2),
     "small-full": NPPConfig(base_channels=16, depth=3, qp_hidden=32),  # full-resolution U-Net, max-pooling
     "paper": NPPConfig(base_channels=35, depth=4, qp_hidden=128),  # 9.49 M parameters (paper: ~9.4 M)
+    # "small" + the frozen EfficientNet-Lite0 trunk's features at strides 8/16/32 (what the classifier sees)
+    "small-lite0": NPPConfig(base_channels=16, depth=4, qp_hidden=32, down="stride", stem=2, features="effnet-lite0"),
 }
 
 
@@ -122,12 +126,25 @@ class UNetBranch(nn.Module):
         c, d, h, s = config.base_channels, config.depth, config.qp_hidden, config.stem
         self.config = config
         widths = [c * 2**i for i in range(d + 1)]
-        self.down = nn.ModuleList([_Block(3 * s * s if i == 0 else widths[i - 1], widths[i], h) for i in range(d)])
+        self.features = None
+        self.adapter = None
+        extra = {}  # U-Net level -> extra input channels from the task features
+        if config.features:
+            from prepcodec.npp.features import FeatureAdapter, TaskFeatures, feature_channels
+
+            channels = feature_channels(config.features)
+            self.features = TaskFeatures(config.features)
+            self.adapter = FeatureAdapter(channels, config.feature_width)
+            extra = {i: config.feature_width for i in range(d + 1) if s * 2**i in channels}
+            self._level_of_stride = {s * 2**i: i for i in range(d + 1) if s * 2**i in channels}
+        self.down = nn.ModuleList([
+            _Block((3 * s * s if i == 0 else widths[i - 1]) + extra.get(i, 0), widths[i], h) for i in range(d)
+        ])
         self.pool = nn.ModuleList(
             [nn.Conv2d(widths[i], widths[i], 3, stride=2, padding=1) for i in range(d)] if config.down == "stride"
             else [nn.MaxPool2d(2) for _ in range(d)]
         )
-        self.bottom = _Block(widths[d - 1], widths[d], h)
+        self.bottom = _Block(widths[d - 1] + extra.get(d, 0), widths[d], h)
         self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(d)])
         self.dec = nn.ModuleList([_Block(2 * widths[i], widths[i], h) for i in range(d)])
         self.out = nn.Conv2d(widths[0], 3 * s * s, 1)
@@ -137,17 +154,24 @@ class UNetBranch(nn.Module):
     def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         unit = self.config.stem * 2**self.config.depth
+        if self.features is not None:
+            unit = max(unit, 32)  # the task trunk's deepest tap has stride 32
         ph, pw = (-height) % unit, (-width) % unit
         mode = "reflect" if height > ph and width > pw else "replicate"
         h = F.pad(x, (0, pw, 0, ph), mode=mode) if (ph or pw) else x
+        side = {}  # U-Net level -> projected task features to concatenate at its input
+        if self.features is not None:
+            feats = self.adapter(self.features(h))
+            side = {self._level_of_stride[stride]: f for stride, f in feats.items()}
         if self.config.stem > 1:
             h = F.pixel_unshuffle(h, self.config.stem)
         skips = []
-        for block, pool in zip(self.down, self.pool, strict=True):
-            h = block(h, qp)
+        for i, (block, pool) in enumerate(zip(self.down, self.pool, strict=True)):
+            h = block(torch.cat([h, side[i]], dim=1) if i in side else h, qp)
             skips.append(h)
             h = pool(h)
-        h = self.bottom(h, qp)
+        d = self.config.depth
+        h = self.bottom(torch.cat([h, side[d]], dim=1) if d in side else h, qp)
         for i in reversed(range(self.config.depth)):
             h = self.dec[i](torch.cat([self.up[i](h), skips[i]], dim=1), qp)
         h = self.out(h)
