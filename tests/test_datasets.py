@@ -121,3 +121,37 @@ def test_proxy_targets_refuse_kodak_even_sliced():
 
     with pytest.raises(InputError, match="test set"):
         draw_crops(TargetRecipe(datasets=("photos-train", "kodak[:3]")))
+
+
+@pytest.mark.shared_data
+def test_larger_coco_sets_merge_their_ground_truth_exactly():
+    """coco-eval = 79 + 202 fully labelled val images in one JSON; coco-person = the 217 val images with keypoints;
+    coco-train = the 128 train images. The merged ground truth scored against itself gives AP 1 (pycocotools)."""
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from prepcodec.data.datasets import get_dataset
+
+    sizes = {"coco-eval": (281, 2279, None), "coco-person": (217, 875, 875), "coco-train": (128, 939, None)}
+    for name, (n_img, n_box, n_kp) in sizes.items():
+        ds = get_dataset(name)
+        gt = json.loads(ds.instances_json.read_text())
+        assert len(ds) == len(gt["images"]) == n_img and len(gt["annotations"]) == n_box
+        assert {p.path.name for p in ds.items} == {im["file_name"] for im in gt["images"]}
+        assert len({a["id"] for a in gt["annotations"]}) == n_box  # renumbered without collisions
+        if n_kp is not None:
+            assert len(json.loads(ds.keypoints_json.read_text())["annotations"]) == n_kp
+    ds = get_dataset("coco-eval")
+    assert {it.id for it in get_dataset("coco-val").items} < {it.id for it in ds.items}  # coco-val stays as it was
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(ds.instances_json))
+        dets = [{**a, "score": 1.0} for a in coco.dataset["annotations"] if not a.get("iscrowd")]
+        ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0, abs=1e-9)

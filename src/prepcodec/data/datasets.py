@@ -8,6 +8,9 @@ labels and pixels. Positions are 0-based indices into the name-sorted file list.
 | imagenet-eval    | imagenet-samples/                 | odd positions (500)         | shorter side 256, centre 256²  |
 | imagenet-train   | imagenet-samples/                 | even positions (500)        | shorter side 256, centre 256²  |
 | coco-val         | coco-val-subset/images/           | all 79                      | native resolution              |
+| coco-eval        | coco-val-subset + coco-val-extra  | 79 + 202 (full 80-class GT) | native resolution              |
+| coco-person      | coco-val-subset + coco-val-extra  | 39 + 178 with keypoints GT  | native resolution              |
+| coco-train       | coco-train128/images/             | all 128 (training only)     | native resolution              |
 | photos-eval      | photos/                           | positions 3, 7, 11, ... (23) | longer side 640                |
 | photos-train     | photos/                           | the other positions (69)    | longer side 640                |
 | kodak            | kodak/                            | all 24                      | native (768x512 / 512x768)     |
@@ -170,6 +173,89 @@ def _coco(name: str) -> Dataset:
                    instances_json=instances, keypoints_json=keypoints, coco_ids=coco_ids)
 
 
+def merged_coco_json(name: str, parts: list[tuple[Path, set[str] | None]], category: int | None = None) -> Path:
+    """One COCO JSON from several (file, image names to keep or None for all): images by their original COCO id,
+    annotations renumbered, categories of the first file; `category` keeps that category only. Written once into
+    the prepcodec cache (keyed by the inputs' content), so a set's ground truth is one file pycocotools reads."""
+    from prepcodec.atomic import write_text
+    from prepcodec.tasks.weights import cache_dir
+
+    h = hashlib.sha256(json.dumps([name, category]).encode())
+    for path, keep in parts:
+        h.update(path.read_bytes())
+        h.update(json.dumps(sorted(keep) if keep is not None else None).encode())
+    out = cache_dir() / "coco" / f"{name}-{h.hexdigest()[:12]}.json"
+    if out.is_file():
+        return out
+    images, annotations, categories = {}, [], None
+    for path, keep in parts:
+        data = json.loads(path.read_text())
+        categories = categories or data["categories"]
+        ids = {im["id"] for im in data["images"] if keep is None or im["file_name"] in keep}
+        images.update({im["id"]: im for im in data["images"] if im["id"] in ids})
+        for a in data["annotations"]:
+            if a["image_id"] in ids and (category is None or a["category_id"] == category):
+                annotations.append({**a, "id": len(annotations) + 1})
+    if category is not None:
+        categories = [c for c in categories if c["id"] == category]
+    merged = {"images": [images[k] for k in sorted(images)], "annotations": annotations, "categories": categories}
+    write_text(out, json.dumps(merged) + "\n")
+    return out
+
+
+def _coco_files(root: Path, gt: Path, name: str, with_annotations: bool) -> list[Path]:
+    """The images of `root/images` that `gt` lists (and, if asked, that have at least one annotation)."""
+    data = json.loads(gt.read_text())
+    annotated = {a["image_id"] for a in data["annotations"]}
+    names = {im["file_name"] for im in data["images"] if not with_annotations or im["id"] in annotated}
+    return [p for p in _sorted_images(root / "images", name) if p.name in names]
+
+
+def _require(*files: Path, name: str) -> None:
+    for f in files:
+        if not f.is_file():
+            raise DataMissing(f"data set {name!r} needs {f}, which does not exist")
+
+
+def _coco_eval(name: str) -> Dataset:
+    """coco-val's 79 images + the 202 of coco-val-extra with full 80-class ground truth (one merged JSON)."""
+    sub, extra = _shared_folder("coco-val-subset", name), _shared_folder("coco-val-extra", name)
+    gt_sub, gt_extra = sub / "instances.json", extra / "instances_80class.json"
+    _require(gt_sub, gt_extra, name=name)
+    files = _coco_files(sub, gt_sub, name, False) + _coco_files(extra, gt_extra, name, False)
+    merged = merged_coco_json(name, [(gt_sub, None), (gt_extra, None)])
+    return _coco_dataset(name, files, merged, None, "COCO val2017: 79 + 202 images, full 80-class ground truth")
+
+
+def _coco_person(name: str) -> Dataset:
+    """The val images with persons and keypoint ground truth (39 of coco-val + 178 of coco-val-extra), for pose."""
+    sub, extra = _shared_folder("coco-val-subset", name), _shared_folder("coco-val-extra", name)
+    kp_sub, kp_extra = sub / "person_keypoints.json", extra / "person_keypoints.json"
+    box_sub, box_extra = sub / "instances.json", extra / "person_instances.json"
+    _require(kp_sub, kp_extra, box_sub, box_extra, name=name)
+    files = _coco_files(sub, kp_sub, name, True) + _coco_files(extra, kp_extra, name, True)
+    keep = {p.name for p in files}
+    keypoints = merged_coco_json(name + "-keypoints", [(kp_sub, keep), (kp_extra, keep)])
+    boxes = merged_coco_json(name + "-boxes", [(box_sub, keep), (box_extra, keep)], category=1)
+    return _coco_dataset(name, files, boxes, keypoints, "COCO val2017 images with persons: boxes and keypoints")
+
+
+def _coco_train(name: str) -> Dataset:
+    """coco-train128: 128 COCO train2017 images, training only (the detectors saw train2017: never evaluate)."""
+    root = _shared_folder("coco-train128", name)
+    gt = root / "instances.json"
+    _require(gt, name=name)
+    files = _sorted_images(root / "images", name)
+    return _coco_dataset(name, files, gt, None, "COCO train2017, first 128 images (training only)")
+
+
+def _coco_dataset(name: str, files: list[Path], instances: Path, keypoints: Path | None, what: str) -> Dataset:
+    ids = {im["file_name"]: int(im["id"]) for im in json.loads(instances.read_text())["images"]}
+    coco_ids = {p.stem: ids.get(p.name, int(p.stem) if p.stem.isdigit() else -1) for p in files}
+    return Dataset(name, [Item(p.stem, p) for p in files], description=what, instances_json=instances,
+                   keypoints_json=keypoints, coco_ids=coco_ids)
+
+
 def _kodak(name: str) -> Dataset:
     files = _sorted_images(_shared_folder("kodak", name), name)
     return Dataset(name, [Item(p.stem, p) for p in files], description="Kodak Lossless True Color Image Suite")
@@ -185,6 +271,9 @@ _BUILDERS: dict[str, Callable[[str], Dataset]] = {
     "imagenet-eval": _imagenet,
     "imagenet-train": _imagenet,
     "coco-val": _coco,
+    "coco-eval": _coco_eval,
+    "coco-person": _coco_person,
+    "coco-train": _coco_train,
     "photos-eval": _photos,
     "photos-train": _photos,
     "kodak": _kodak,

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from prepcodec.errors import InputError
 
-TRAINING_SETS = ("imagenet-train", "photos-train")  # the splits a network may learn from (docs/evaluation.md)
+TRAINING_SETS = ("imagenet-train", "photos-train", "coco-train")  # the splits a network may learn from
 TEACHER_BATCH = 32
 
 
