@@ -43,9 +43,14 @@ def check_same_run(out: Path, wanted: dict[str, Any]) -> None:
 
 @contextmanager
 def locked_run_dir(out: Path) -> Iterator[None]:
-    """Hold `<out>/.lock` exclusively for the duration (InputError at once if another process holds it)."""
+    """Hold `<out>/.lock` exclusively for the duration (InputError at once if another process holds it).
+
+    A folder this call created is removed again when the sweep wrote nothing into it (it failed before any work).
+    """
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock = out / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -53,4 +58,7 @@ def locked_run_dir(out: Path) -> Iterator[None]:
             raise InputError(f"{out} is in use by another running sweep; wait for it or use another --out") from None
         yield
     finally:
+        if created and [p.name for p in out.iterdir()] == [lock.name]:
+            lock.unlink(missing_ok=True)
+            out.rmdir()
         os.close(fd)
