@@ -1,6 +1,6 @@
 """VVC intra: libvvenc in imageio-ffmpeg's static FFmpeg (through pipes), decoded in-process by PyAV.
 
-Eval settings: `-preset slow -qp N -qpa 0 -vvenc-params IntraPeriod=1:IntraQPOffset=0` (QP N then means VTM's
+Eval settings: `-preset slow -qp N -qpa 0 -vvenc-params IntraPeriod=1:IntraQPOffset=0:VideoFullRange=1` (QP N: VTM's
 `-q N`). libvvenc codes 10-bit, so we feed our 8-bit BT.601 full-range planes shifted left by 2 and round back
 after decoding. Output is raw Annex-B `.266`.
 """
@@ -57,7 +57,7 @@ class VVC(VideoIntraCodec):
             exe, "-hide_banner", "-loglevel", "error", "-nostdin",
             "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-color_range", "pc", "-i", "pipe:0",
             "-frames:v", "1", "-c:v", "libvvenc", "-preset", VVENC_PRESETS[preset], "-qp", str(level), "-qpa", "0",
-            "-threads", "1", "-vvenc-params", "IntraPeriod=1:IntraQPOffset=0",
+            "-threads", "1", "-vvenc-params", "IntraPeriod=1:IntraQPOffset=0:VideoFullRange=1",
             "-f", "vvc", "pipe:1",
         ]  # fmt: skip
         proc = subprocess.run(cmd, input=raw, capture_output=True, timeout=600)
