@@ -116,20 +116,32 @@ def encode_command(
     level: float = typer.Option(None, "--level", "-l", help="native level (QP or quality, see `prepcodec codecs`)"),
     qp: float = typer.Option(None, "--qp", help="alias of --level for QP codecs"),
     quality: float = typer.Option(None, "--quality", "-q", help="alias of --level for quality codecs"),
+    target_bpp: float = typer.Option(None, "--target-bpp", help="pick the level per image: the best quality whose "
+                                     "real stream is at most this many bits per pixel (instead of a level)"),
     preset: str = typer.Option("eval", "--preset", help="eval (reference settings) or fast"),
     npp: str = typer.Option(None, "--npp", help="preprocess with a network first: a shipped name (`prepcodec npp "
                             "list`) or an exported .pt; it runs at the level's HEVC-axis QP"),
     compare: bool = typer.Option(False, "--compare", help="also encode without preprocessing and report the bytes "
                                  "saved at the same level (needs --npp)"),
 ) -> None:
-    """Encode images into standard bitstream files (.hevc, .266, .jpg, .webp, .avif, .jxl)."""
+    """Encode images into standard bitstream files (.hevc, .266, .jpg, .webp, .avif, .jxl); a folder gets a
+    manifest.csv/json (file, level, bytes, bpp) beside the streams."""
     from prepcodec.atomic import write_bytes
     from prepcodec.codecs import get_codec
     from prepcodec.codecs.base import check_preset
+    from prepcodec.codecs.registry import codec_for_extension
+    from prepcodec.commands.outputs import plan_outputs
     from prepcodec.data.images import load_image
+    from prepcodec.export.encode_job import encode_image
 
     c = get_codec(codec)
-    value = c.level_spec.check(_pick_level(level, qp, quality, c.level_spec.knob, c.name))
+    value = None
+    if target_bpp is None:
+        value = int(c.level_spec.check(_pick_level(level, qp, quality, c.level_spec.knob, c.name)))
+    elif any(v is not None for v in (level, qp, quality)):
+        raise InputError("give a level or --target-bpp, not both")
+    elif not target_bpp > 0:
+        raise InputError(f"--target-bpp must be > 0, got {target_bpp}")
     check_preset(preset)
     ok, why = c.availability()
     if not ok:
@@ -143,37 +155,51 @@ def encode_command(
         from prepcodec.npp.preprocessors import npp_preprocessor
 
         pre = npp_preprocessor(npp.removeprefix("npp:"))
-    hevc_qp = c.to_hevc_qp(value)
-    from prepcodec.codecs.registry import codec_for_extension
-    from prepcodec.commands.outputs import plan_outputs
-
     files = _image_inputs(src)
     targets = plan_outputs(files, out, src.is_dir(), c.extension, lambda p: codec_for_extension(p) == c.name)
-    total_bytes, plain_bytes, bpps = 0, 0, []
+    rows = []
+    what = f"{c.level_spec.knob} {value:g}" if value is not None else f"<= {target_bpp:g} bpp"
     with _progress() as progress:
-        task = progress.add_task(f"{c.name} {c.level_spec.knob} {value:g}", total=len(files))
+        task = progress.add_task(f"{c.name} {what}", total=len(files))
         for f, target in zip(files, targets, strict=True):
             notes: list[str] = []
             rgb = load_image(f, notes)
             for note in notes:
                 console.print(f"note: {f.name}: {note}")
             try:
-                data = c.encode(rgb if pre is None else pre(rgb, hevc_qp), value, preset)
-                if compare:
-                    plain_bytes += len(c.encode(rgb, value, preset))
+                data, row = encode_image(c, rgb, preset, value, pre, target_bpp, compare)
             except PrepcodecError as exc:
                 raise type(exc)(f"{f}: {exc}") from None
             write_bytes(target, data)
-            total_bytes += len(data)
-            bpps.append(8 * len(data) / (rgb.shape[0] * rgb.shape[1]))
+            row.file, row.output = str(f), str(target)
+            rows.append(row)
+            if row.target_met is False:
+                console.print(f"note: {f.name}: even {c.level_spec.knob} {row.level:g} needs {row.bpp:.4f} bpp, "
+                              f"over the {target_bpp:g} bpp target")
             progress.advance(task)
+    _encode_summary(c, preset, pre, src, targets, rows, compare)
+
+
+def _encode_summary(c, preset: str, pre, src: Path, targets: list[Path], rows: list, compare: bool) -> None:
+    from prepcodec.export.encode_job import write_manifest
+
+    folder = src.is_dir() or len(targets) > 1
+    where = targets[0].parent if folder else targets[0]
+    if folder:
+        write_manifest(where, rows)
+    total = sum(r.bytes for r in rows)
     with_npp = f", {pre.spec}" if pre is not None else ""
-    where = targets[0] if len(targets) == 1 and not src.is_dir() else targets[0].parent
-    typer.echo(f"{len(files)} images, {total_bytes} bytes, mean {np.mean(bpps):.4f} bpp ({c.name}, {preset} preset"
-               f"{with_npp}) -> {where}")
+    typer.echo(f"{len(rows)} images, {total} bytes, mean {np.mean([r.bpp for r in rows]):.4f} bpp ({c.name}, "
+               f"{preset} preset{with_npp}) -> {where}")
+    if rows[0].target_bpp is not None:
+        missed = sum(r.target_met is False for r in rows)
+        levels = sorted({r.level for r in rows})
+        typer.echo(f"target {rows[0].target_bpp:g} bpp: {len(rows) - missed} met, {missed} over (at the lowest "
+                   f"quality); {c.level_spec.knob} {levels[0]:g}..{levels[-1]:g}")
     if compare:
-        typer.echo(f"without the NPP: {plain_bytes} bytes; the NPP saves {100 * (1 - total_bytes / plain_bytes):.1f} %"
-                   f" at {c.level_spec.knob} {value:g}")
+        plain = sum(r.plain_bytes for r in rows)
+        typer.echo(f"without the NPP: {plain} bytes; the NPP saves {100 * (1 - total / plain):.1f} % at the same "
+                   f"{c.level_spec.knob}")
 
 
 def decode_command(
