@@ -69,3 +69,41 @@ def test_demo_bad_arguments_exit_2_with_one_line(tmp_path, demo):
     r = demo("--images", "9", "--codecs", "jpeg", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "--images must be between 1 and 5" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.weights
+def test_main_job_report_renders_in_a_real_browser(tmp_path, demo):
+    """`prepcodec demo` (the README's first command) on one bundled photo with a network that visibly edits:
+    the terminal table, the HTML report with its PNGs, and headless Chromium rendering every picture."""
+    import shutil
+    import subprocess
+
+    import torch
+
+    from prepcodec.npp.model import create_npp
+    from prepcodec.npp.zoo import export_npp
+
+    net = create_npp("small-full")
+    with torch.no_grad():
+        net.pixel.conv2.weight.mul_(0.8)
+    weights = export_npp(net, tmp_path / "dark.pt")
+    out = tmp_path / "report"
+    r = demo("--npp", str(weights), "--images", "1", "--fast", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "astronaut" in r.stdout and "plain bpp" in r.stdout and "index.html" in r.stdout
+    page = (out / "index.html").read_text()
+    pngs = sorted(p.name for p in (out / "img").iterdir())
+    assert pngs == [f"astronaut-{s}.png" for s in ("0", "1", "2", "original", "removed")]
+    assert all(f"img/{name}" in page for name in pngs) and "% bytes" in page
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-images-loaded="5/5"' in dom.stdout, dom.stderr[-1000:]
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1600,900", f"--screenshot={shot}", (out / "index.html").as_uri()],
+                   capture_output=True, timeout=120)
+    with Image.open(shot) as im:
+        assert im.size == (1600, 900) and len(set(im.convert("L").resize((64, 36)).getdata())) > 20  # not blank

@@ -1,0 +1,81 @@
+"""The product's main job shown on a few photos: plain coding vs the NPP, at the same QP and at equal bits.
+
+For each photo: the plain stream at the QP, the NPP's stream at the same QP (fewer bits, the claim), and the NPP's
+stream at the best level whose bits do not exceed the plain stream's (equal bits: what the accuracy becomes). Each
+decoded picture gets the classifier's top-5 and the detector's boxes, so a reader sees what the network removed and
+whether the machine still sees the same things. Everything is real: real encoders, real bytes, real decoders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from prepcodec.codecs.base import Codec
+
+
+@dataclass
+class Variant:
+    """One way of coding one photo."""
+
+    label: str
+    level: int
+    nbytes: int
+    bpp: float
+    encoded_input: np.ndarray  # what the encoder saw (the photo, or the NPP's output)
+    decoded: np.ndarray
+    top5: list[dict[str, Any]] = field(default_factory=list)
+    boxes: dict[str, Any] | None = None  # the detector's prediction (raw, for drawing)
+    n_boxes: int = 0
+
+
+@dataclass
+class ShowcasePhoto:
+    name: str
+    original: np.ndarray
+    variants: list[Variant]
+    original_top5: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _variant(codec: Codec, label: str, level: int, encoded_input: np.ndarray, data: bytes) -> Variant:
+    h, w = encoded_input.shape[:2]
+    return Variant(label, int(level), len(data), 8 * len(data) / (h * w), encoded_input, codec.decode(data))
+
+
+def code_photo(codec: Codec, rgb: np.ndarray, qp_level: int, pre, preset: str) -> list[Variant]:
+    """Plain at the level, NPP at the same level, NPP at equal (or fewer) bits than plain."""
+    from prepcodec.export.encode_job import fit_to_target, levels_by_quality
+
+    plain = codec.encode(rgb, qp_level, preset)
+    pre_same = pre(rgb, codec.to_hevc_qp(qp_level))
+    same = codec.encode(pre_same, qp_level, preset)
+    inputs: dict[int, np.ndarray] = {}
+
+    def encode(lv: int) -> bytes:
+        inputs[lv] = pre(rgb, codec.to_hevc_qp(lv))
+        return codec.encode(inputs[lv], lv, preset)
+
+    level_eq, data_eq, _ = fit_to_target(encode, levels_by_quality(codec), 8 * len(plain))
+    return [
+        _variant(codec, "plain", qp_level, rgb, plain),
+        _variant(codec, "NPP, same level", qp_level, pre_same, same),
+        _variant(codec, "NPP, equal bits", level_eq, inputs[level_eq], data_eq),
+    ]
+
+
+def annotate(photo: ShowcasePhoto, classifier, detector) -> None:
+    """Fill in the classifier's top-5 and the detector's boxes of the original and every decoded variant."""
+    from prepcodec.npp.preprocessors import to_tensor
+
+    if classifier is not None:
+        photo.original_top5 = classifier.predict(to_tensor(photo.original))[0]["top5"]
+        for v in photo.variants:
+            v.top5 = classifier.predict(to_tensor(v.decoded))[0]["top5"]
+    if detector is not None:
+        from prepcodec.tasks.outputs import DRAW_MIN_SCORE
+
+        for v in photo.variants:
+            v.boxes = detector.predict(to_tensor(v.decoded))[0]
+            v.n_boxes = int((v.boxes["scores"] >= DRAW_MIN_SCORE).sum())
