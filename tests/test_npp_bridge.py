@@ -117,3 +117,23 @@ def test_feature_guided_npp_sees_the_task_trunk_but_does_not_own_it():
     assert {id(p) for p in cat.parameters()}.isdisjoint(id(p) for p in net.parameters())
     flipped = net(x.flip(-1), 37.0).flip(-1)
     assert y.shape == x.shape and not torch.allclose(y, flipped, atol=1e-4)  # a spatial map, not a per-pixel one
+
+
+@pytest.mark.weights
+def test_blend_head_starts_near_identity_and_can_express_roi_blur(tmp_path):
+    """small-blend: ~identity at initialisation; with the 'keep' weight moved to a blur the output is that blur
+    (so the ROI-blur baseline is one of the network's outputs); the config survives export and loading."""
+    from prepcodec.npp.baselines import gaussian_blur
+    from prepcodec.npp.zoo import export_npp, load_npp
+
+    net = create_npp("small-blend")
+    x = _photo()
+    assert (net(x, 37.0) - x).abs().max() < 2e-3
+    with torch.no_grad():  # all weight on sigma 2 (index 2 of keep, s1, s2, s4)
+        bias = net.unet.blend.logits.bias.view(4, -1)
+        bias.zero_()
+        bias[2] = 20.0
+    assert torch.allclose(net(x, 37.0), gaussian_blur(x, 2.0).clamp(0, 1), atol=1e-4)
+    loaded = load_npp(str(export_npp(net, tmp_path / "b.pt")))
+    assert loaded.model.config.blend_sigmas == (1.0, 2.0, 4.0)
+    assert torch.equal(loaded.model(x, 30.0), net.eval()(x, 30.0))

@@ -40,6 +40,7 @@ class NPPConfig:
     stem: int = 1  # U-Net input resolution divisor (pixel-unshuffle); 1 = full resolution
     features: str | None = None  # frozen pretrained task features fed to the U-Net levels (npp.features)
     feature_width: int = 32  # channels each tapped feature map is projected to
+    blend_sigmas: tuple[float, ...] = ()  # per-pixel blend towards Gaussian blurs of these sigmas (BlendHead)
 
     def __post_init__(self) -> None:
         if self.down not in DOWN_MODES:
@@ -54,6 +55,9 @@ class NPPConfig:
         unknown = set(d) - known
         if unknown:
             raise InputError(f"NPP config has unknown fields {sorted(unknown)} (written by another version?)")
+        d = dict(d)
+        if "blend_sigmas" in d:
+            d["blend_sigmas"] = tuple(float(v) for v in d["blend_sigmas"])
         return cls(**d)
 
 
@@ -65,7 +69,37 @@ NPP_SIZES: dict[str, NPPConfig] = {
     "paper": NPPConfig(base_channels=35, depth=4, qp_hidden=128),  # 9.49 M parameters (paper: ~9.4 M)
     # "small" + the frozen EfficientNet-Lite0 trunk's features at strides 8/16/32 (what the classifier sees)
     "small-lite0": NPPConfig(base_channels=16, depth=4, qp_hidden=32, down="stride", stem=2, features="effnet-lite0"),
+    # "small-lite0" + a per-pixel blend towards blurs (sigma 1, 2, 4): the ROI-blur baseline is one of its outputs
+    "small-blend": NPPConfig(base_channels=16, depth=4, qp_hidden=32, down="stride", stem=2, features="effnet-lite0",
+                             blend_sigmas=(1.0, 2.0, 4.0)),
 }
+
+KEEP_BIAS = 8.0  # initial logit of "keep the pixel" in the blend head: the blurs start at ~1e-3 weight in total
+
+
+class BlendHead(nn.Module):
+    """Per-pixel softmax weights over {keep, blur_s1, blur_s2, ...} from the U-Net features: x̄ gets
+    sum_k w_k * (blur_k(x) - x). Spatially varying smoothing (what ROI suppression does by hand) is then one
+    weight per pixel instead of a large learned filter; at initialisation "keep" has all the weight."""
+
+    def __init__(self, channels: int, sigmas: tuple[float, ...], stem: int) -> None:
+        super().__init__()
+        self.sigmas, self.stem = sigmas, stem
+        self.logits = nn.Conv2d(channels, (len(sigmas) + 1) * stem * stem, 1)
+        nn.init.zeros_(self.logits.weight)
+        with torch.no_grad():
+            bias = torch.zeros(len(sigmas) + 1, stem * stem)
+            bias[0] = KEEP_BIAS
+            self.logits.bias.copy_(bias.reshape(-1))
+
+    def forward(self, feat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        from prepcodec.npp.baselines import gaussian_blur
+
+        logits = self.logits(feat)
+        if self.stem > 1:
+            logits = F.pixel_shuffle(logits, self.stem)
+        w = logits[..., : x.shape[-2], : x.shape[-1]].softmax(dim=1)
+        return sum(w[:, k + 1 : k + 2] * (gaussian_blur(x, s) - x) for k, s in enumerate(self.sigmas))
 
 
 class QPAdaptive(nn.Module):
@@ -150,6 +184,7 @@ class UNetBranch(nn.Module):
         self.out = nn.Conv2d(widths[0], 3 * s * s, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.blend = BlendHead(widths[0], config.blend_sigmas, s) if config.blend_sigmas else None
 
     def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -174,10 +209,11 @@ class UNetBranch(nn.Module):
         h = self.bottom(torch.cat([h, side[d]], dim=1) if d in side else h, qp)
         for i in reversed(range(self.config.depth)):
             h = self.dec[i](torch.cat([self.up[i](h), skips[i]], dim=1), qp)
-        h = self.out(h)
+        out = self.out(h)
         if self.config.stem > 1:
-            h = F.pixel_shuffle(h, self.config.stem)
-        return h[..., :height, :width]
+            out = F.pixel_shuffle(out, self.config.stem)
+        out = out[..., :height, :width]
+        return out if self.blend is None else out + self.blend(h, x)
 
 
 class NPP(nn.Module):
