@@ -306,3 +306,22 @@ def test_encode_with_an_npp_writes_standard_files_of_the_preprocessed_image(tmp_
     bad = subprocess.run([str(exe), "encode", str(tmp_path / "in.png"), str(tmp_path / "o2.jpg"), "-c", "jpeg",
                           "-q", "60", "--npp", "no-such-net"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "no shipped NPP" in bad.stderr and not (tmp_path / "o2.jpg").exists()
+
+
+@pytest.mark.shared_data
+@pytest.mark.weights
+def test_qp_paired_lambda_is_measured_on_training_crops_and_cached(tmp_path, monkeypatch):
+    from prepcodec.train import lambda_qp
+    from prepcodec.train.npp_trainer import train_npp
+
+    cfg = _tiny_cfg(tmp_path / "q", lam_mode="qp", lam_qps=(22, 30, 38, 44), steps=1, val_every=0)
+    first = train_npp(cfg, progress=False)["lam_table"]
+    assert first["qps"] == [22, 30, 38, 44] and first["crops"] == 16
+    assert first["bpp"] == sorted(first["bpp"], reverse=True) and (np.diff(first["break_even"]) < 0).all()
+
+    def must_not_measure(*args, **kwargs):
+        raise AssertionError("the cached table should have been used")
+
+    monkeypatch.setattr(lambda_qp, "measure_break_even", must_not_measure)
+    again = train_npp(dataclasses.replace(cfg, out=str(tmp_path / "q2")), progress=False)["lam_table"]
+    assert again == first

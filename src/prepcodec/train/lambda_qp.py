@@ -76,3 +76,24 @@ class LambdaSchedule:
         w = (q - q0) / (q1 - q0)
         lam = torch.exp(self._log[i - 1] * (1 - w) + self._log[i] * w) * self.scale
         return lam.to(device=qp.device, dtype=qp.dtype)
+
+
+def cached_break_even(bank, task, real, qps, key: dict, progress: bool = True) -> dict:
+    """`measure_break_even`, cached as JSON under the prepcodec cache by everything that determines it (crop
+    recipe, task, codec, backend, preset, QPs): the plain curve of the same crops does not change between runs."""
+    import hashlib
+    import json
+
+    from prepcodec.atomic import write_text
+    from prepcodec.tasks.weights import cache_dir
+
+    digest = hashlib.sha256(json.dumps({**key, "qps": list(qps), "v": 1}, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "npp-lambda" / f"{digest}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            path.unlink(missing_ok=True)  # damaged: measured again
+    table = measure_break_even(bank, task, real, qps, progress=progress)
+    write_text(path, json.dumps(table) + "\n")
+    return table

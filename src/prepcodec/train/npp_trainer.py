@@ -34,7 +34,7 @@ from prepcodec.errors import InputError, PrepcodecError
 from prepcodec.npp.model import NPP, NPP_SIZES, create_npp
 from prepcodec.train.checkpoint import load_checkpoint, save_checkpoint
 from prepcodec.train.crops import CropBank, CropRecipe, check_recipe, load_or_build
-from prepcodec.train.lambda_qp import LambdaSchedule, measure_break_even
+from prepcodec.train.lambda_qp import LambdaSchedule, cached_break_even
 from prepcodec.train.routes import ROUTES, CodecPath, real_codec
 
 LAM_MODES = ("const", "qp")
@@ -241,7 +241,11 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
         step, elapsed, history = state["step"], state["elapsed_s"], state["history"]
         lam_table, best, val_log = state["lam_table"], state["best"], state["val_log"]
     if cfg.lam_mode == "qp" and lam_table is None:
-        lam_table = measure_break_even(bank, task, real, cfg.lam_qps, progress=progress and rank == 0)
+        from prepcodec.codecs.registry import get_codec
+
+        key = {"crops": cfg.crops.key(cfg.task), "task": cfg.task, "codec": cfg.codec, "preset": cfg.preset,
+               "backend": get_codec(cfg.codec).availability()[1]}
+        lam_table = cached_break_even(bank, task, real, cfg.lam_qps, key, progress=progress and rank == 0)
     lam = LambdaSchedule(cfg.lam, lam_table if cfg.lam_mode == "qp" else None)
     validator = Validator(bank, task, real, cfg.val_qps) if len(bank.val) and rank == 0 else None
     t0 = time.perf_counter() - elapsed
