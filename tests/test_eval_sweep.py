@@ -188,3 +188,12 @@ def test_a_run_folder_serves_one_sweep_at_a_time_and_never_a_different_one(base_
     assert manifest["levels"] == [float(v) for v in LEVELS]  # the refused sweeps left the run as it was
     again = run_sweep(_cfg(tmp), run_dir, task=task, pool=pool, progress=False)  # the same sweep may rerun
     assert again.stats.encoded == 0
+
+
+def test_cached_predictions_are_keyed_by_batch_size(tmp_path, task, pool):
+    """Scores differ in the last digits between batch sizes; a run must get its own batch size's numbers."""
+    one = run_sweep(_cfg(tmp_path, batch=1, levels=[50]), tmp_path / "b1", task=task, pool=pool, progress=False)
+    three = run_sweep(_cfg(tmp_path, batch=3, levels=[50]), tmp_path / "b3", task=task, pool=pool, progress=False)
+    assert one.stats.encoded == N_IMAGES and three.stats.encoded == N_IMAGES  # not served the other's rows
+    fresh = run_sweep(_cfg(tmp_path / "fresh", batch=3, levels=[50]), None, task=task, pool=pool, progress=False)
+    assert [r.pred for r in fresh.records] == [r.pred for r in three.records]

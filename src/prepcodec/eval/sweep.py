@@ -215,11 +215,15 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
     own_pool = pool is None
     records: list[ImageRecord] = []
 
+    # the task's scores differ in the last digits between batch sizes (CPU kernels block differently), so the
+    # batch size is part of what a cached prediction means: a run's records never depend on who filled the cache
+    task_key = f"{cfg.task}|batch={cfg.batch}"
+
     def teacher_key(h: str) -> CacheKey:
-        return CacheKey(h, "teacher", "", "", "", "none", cfg.task)
+        return CacheKey(h, "teacher", "", "", "", "none", task_key)
 
     def key(h: str, level: float) -> CacheKey:
-        return CacheKey(h, cfg.codec, backend, _level_text(level), cfg.preset, pre.spec, cfg.task)
+        return CacheKey(h, cfg.codec, backend, _level_text(level), cfg.preset, pre.spec, task_key)
 
     bar = tqdm(total=len(items) * len(levels), desc=f"{cfg.codec} {pre.spec} {cfg.task}", unit="img",
                disable=not progress)
