@@ -35,6 +35,7 @@ from prepcodec.npp.model import NPP, NPP_SIZES, create_npp
 from prepcodec.train.checkpoint import load_checkpoint, save_checkpoint
 from prepcodec.train.crops import CropBank, CropRecipe, check_recipe, load_or_build
 from prepcodec.train.lambda_qp import LambdaSchedule, cached_break_even
+from prepcodec.train.loop import dist_setup, log_scalars, optimizer_step
 from prepcodec.train.routes import ROUTES, CodecPath, real_codec
 
 LAM_MODES = ("const", "qp")
@@ -178,13 +179,6 @@ class Validator:
         return {**cur, "bd_rate_task_loss_pct": bd}
 
 
-def _dist_setup(device: str) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
 def init_npp(cfg: NPPTrainConfig, device: torch.device) -> NPP:
     """A fresh (identity) NPP of `cfg.size`, or the weights `cfg.init` names (their own architecture)."""
     if cfg.init:
@@ -211,7 +205,7 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
     check_config(cfg)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda asked but no CUDA device is available")
-    rank, world = _dist_setup(cfg.device)
+    rank, world = dist_setup(cfg.device)
     if world > 1 and cfg.budget_s is not None:
         raise InputError("--budget runs in one process (give --steps under torchrun)")
     if cfg.batch % world:
@@ -309,18 +303,12 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
             if not torch.isfinite(terms["loss"]):
                 raise TrainingDiverged(f"non-finite loss at step {step + 1} ({terms['loss'].item()}); the last good "
                                        f"checkpoint in {out} is kept: resume it with a lower --lr")
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(npp.parameters(), 1.0)
-            opt.step()
+            vals = optimizer_step(opt, terms, npp.parameters(), clip=1.0)
             step += 1
-            vals = {k: v.item() for k, v in terms.items()}
             history.append(vals["loss"])
             bar.update(1)
             if writer is not None and step % cfg.log_every == 0:
-                for k, v in vals.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-                writer.add_scalar("train/lr", lr, step)
+                log_scalars(writer, {**vals, "lr": lr}, step)
                 bar.set_postfix(loss=f"{vals['loss']:.3f}", bpp=f"{vals['bpp']:.3f}", d_task=f"{vals['d_task']:.3f}")
             if writer is not None and step % cfg.image_every == 0:
                 with torch.no_grad():

@@ -46,6 +46,7 @@ from prepcodec.proxy.models import ProxyCodec, build_proxy, make_config
 from prepcodec.proxy.stream import StreamRecipe, StreamTargets
 from prepcodec.proxy.targets import TargetRecipe, TargetSampler, held_out, load_or_build, train_indices
 from prepcodec.train.checkpoint import load_checkpoint, save_checkpoint
+from prepcodec.train.loop import dist_setup, log_scalars, optimizer_step
 
 GEN_FRAC = 0.85  # with a budget, streaming stops generating after this fraction of it (late targets barely train)
 VAL_CHUNK = 256  # validation batch
@@ -205,13 +206,6 @@ def per_qp_breakdown(
     return out
 
 
-def _dist_setup(device: str) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
 class _Validation:
     """The fixed validation subset, the best weights so far and the log (rank 0 only)."""
 
@@ -287,7 +281,7 @@ def train_proxy(
     if cfg.stream is not None and targets is not None:
         raise InputError("streaming targets and a target file exclude each other")
     t_begin = time.perf_counter()
-    rank, world = _dist_setup(cfg.device)
+    rank, world = dist_setup(cfg.device)
     if world > 1 and (cfg.stream is not None or cfg.budget_s is not None):
         raise InputError("streaming targets and --budget run in one process (not under torchrun)")
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device.startswith("cuda") and world > 1
@@ -357,19 +351,12 @@ def train_proxy(
             pick = train_indices(n, cfg.batch, gen, cfg.holdout_every)[rank * per_rank : (rank + 1) * per_rank]
             net.train(not (cfg.alternate_rounding and step % 2 == 1))
             terms = loss_terms(net, *(t.to(device) for t in source.get(pick)), cfg)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            vals = optimizer_step(opt, terms, model.parameters(), clip=5.0)
             step += 1
-            vals = {k: v.item() for k, v in terms.items()}
             history.append(vals["loss"])
             bar.update(1)
             if writer is not None and step % cfg.log_every == 0:
-                for k, v in vals.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-                writer.add_scalar("train/lr", lr, step)
-                writer.add_scalar("train/targets", n, step)
+                log_scalars(writer, {**vals, "lr": lr, "targets": n}, step)
                 bar.set_postfix(loss=f"{vals['loss']:.3f}", rate=f"{vals['rate_l1_log2']:.3f}", targets=n)
             if rank == 0 and val.due(step, clock()) and val.try_fix(model, device):
                 entry = val.step(model, device, step, clock(), {"targets": source.available(), "lr": lr})
