@@ -35,6 +35,10 @@ def train_command(
     lam_mode: str = typer.Option("qp", "--lam-mode", help="qp (λ paired with the QP via the plain codec's slope) "
                                  "or const"),
     beta: float = typer.Option(0.5, "--beta", help="weight of MSE(x̄, x)"),
+    task_loss: str = typer.Option("kl", "--task-loss", help="kl (to the teacher's probabilities) or top1 "
+                                  "(cross-entropy to the teacher's top-1 class: what top-1 accuracy asks)"),
+    select: str = typer.Option("task_loss", "--select", help="validation score that picks the exported weights: "
+                               "task_loss (BD-rate at equal task loss) or agreement (at equal top-1 agreement)"),
     qp_min: int = typer.Option(22, "--qp-min"),
     qp_max: int = typer.Option(44, "--qp-max"),
     steps: int = typer.Option(None, "--steps", help="optimizer steps (default 4000; no limit with --budget)"),
@@ -71,13 +75,14 @@ def train_command(
                        crops_per_image=crops_per_image, val_images=val_images, seed=seed)
     cfg = NPPTrainConfig(
         task=task, codec=codec, size=size, route=route, proxy=proxy, preset=preset, lam=lam, lam_mode=lam_mode,
-        beta=beta, qp_min=qp_min, qp_max=qp_max, steps=steps if steps is not None or budget else 4000,
+        beta=beta, task_loss=task_loss, select=select, qp_min=qp_min, qp_max=qp_max,
+        steps=steps if steps is not None or budget else 4000,
         budget_s=budget, batch=batch, lr=lr, crops=crops, init=init, ckpt_every_s=ckpt_every_s, val_every=val_every,
         val_qps=_ints(val_qps, "--val-qps"), workers=workers, seed=seed, device=device, out=str(out),
     )
     summary = train_npp(cfg, resume=resume, stop_at=stop_at, progress=not quiet)
     typer.echo(f"{out / 'npp.pt'}: {summary['steps']} steps, best validation step {summary['best_step']} "
-               f"(BD-rate at equal task loss {summary['best_val_bd_rate_task_loss_pct']})")
+               f"(validation BD-rate by {select}: {summary['best_val_score_pct']} %)")
 
 
 @npp_app.command("list")
