@@ -325,3 +325,20 @@ def test_qp_paired_lambda_is_measured_on_training_crops_and_cached(tmp_path, mon
     monkeypatch.setattr(lambda_qp, "measure_break_even", must_not_measure)
     again = train_npp(dataclasses.replace(cfg, out=str(tmp_path / "q2")), progress=False)["lam_table"]
     assert again == first
+
+
+@pytest.mark.shared_data
+@pytest.mark.weights
+def test_a_fine_tuning_run_resumes_without_its_init_weights(tmp_path):
+    """The checkpoint records the architecture: a run started from --init weights resumes on a machine that lacks
+    them (only the repository travels between machines)."""
+    from prepcodec.train.npp_trainer import train_npp
+
+    start = export_npp(create_npp("small-full"), tmp_path / "start.pt")
+    cfg = _tiny_cfg(tmp_path / "ft", init=str(start), steps=3, val_every=0)
+    train_npp(cfg, stop_at=2, progress=False)
+    start.unlink()
+    start.with_suffix(".json").unlink()
+    summary = train_npp(cfg, resume=True, progress=False)
+    assert summary["steps"] == 3
+    assert load_npp(str(tmp_path / "ft" / "npp.pt")).model.config == create_npp("small-full").config

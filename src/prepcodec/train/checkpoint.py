@@ -60,13 +60,16 @@ def save_checkpoint(out_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_torch_save({**state, "rng": rng_state()}, Path(out_dir) / CHECKPOINT_NAME)
 
 
-def load_checkpoint(out_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The checkpoint in `out_dir` with RNG states restored, or None when there is none."""
+def load_checkpoint(out_dir: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    restore_rng: bool = True) -> dict[str, Any] | None:
+    """The checkpoint in `out_dir` with RNG states restored (unless `restore_rng` is False: then the caller calls
+    `set_rng_state(state["rng"])` once it has built what consumes random numbers), or None when there is none."""
     path = Path(out_dir) / CHECKPOINT_NAME
     if not path.exists():
         return None
     state = safe_torch_load(path, "checkpoint", map_location)
     if not isinstance(state, dict) or "rng" not in state:
         raise InputError(f"checkpoint {path} is not a prepcodec training checkpoint")
-    set_rng_state(state["rng"])
+    if restore_rng:
+        set_rng_state(state["rng"])
     return state

@@ -204,8 +204,13 @@ class Validator:
         return {**cur, "bd_rate_task_loss_pct": bd, "bd_rate_agreement_pct": bd_agree}
 
 
-def init_npp(cfg: NPPTrainConfig, device: torch.device) -> NPP:
-    """A fresh (identity) NPP of `cfg.size`, or the weights `cfg.init` names (their own architecture)."""
+def init_npp(cfg: NPPTrainConfig, device: torch.device, resumed: dict | None = None) -> NPP:
+    """A fresh (identity) NPP of `cfg.size`, or the weights `cfg.init` names (their own architecture); when resuming,
+    the architecture the checkpoint records (so `--init` weights need not exist on the machine that resumes)."""
+    if resumed is not None and "npp_config" in resumed:
+        from prepcodec.npp.model import NPPConfig
+
+        return NPP(NPPConfig.from_dict(resumed["npp_config"])).to(device).train()
     if cfg.init:
         from prepcodec.npp.zoo import load_npp
 
@@ -240,7 +245,10 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
     out = Path(cfg.out)
     t_begin = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    npp = init_npp(cfg, device)
+    state = load_checkpoint(out, map_location=device, restore_rng=False) if resume else None
+    if state is not None and state.get("kind") != "npp":
+        raise InputError(f"{out}/checkpoint.pt is not an NPP training checkpoint")
+    npp = init_npp(cfg, device, state)
     task = create_task(cfg.task, device=str(device))
     proxy = load_proxy(cfg.proxy or default_proxy_name(cfg.codec), device=str(device))
     bank = load_or_build(cfg.crops, task, progress=progress and rank == 0)
@@ -250,10 +258,10 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
     opt = torch.optim.Adam(npp.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, elapsed, history, lam_table, best, val_log = 0, 0.0, [], None, None, []
-    state = load_checkpoint(out, map_location=device) if resume else None
     if state is not None:
-        if state.get("kind") != "npp":
-            raise InputError(f"{out}/checkpoint.pt is not an NPP training checkpoint")
+        from prepcodec.train.checkpoint import set_rng_state
+
+        set_rng_state(state["rng"])
         npp.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["sampler_gen"])
@@ -287,7 +295,8 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
     def save() -> None:
         if rank == 0:
             save_checkpoint(out, {
-                "kind": "npp", "model": npp.state_dict(), "optimizer": opt.state_dict(), "sampler_gen": gen.get_state(),
+                "kind": "npp", "npp_config": asdict(npp.config), "model": npp.state_dict(),
+                "optimizer": opt.state_dict(), "sampler_gen": gen.get_state(),
                 "step": step, "elapsed_s": clock(), "history": history, "lam_table": lam_table, "best": best,
                 "val_log": val_log, "config": _config_dict(cfg),
             })
@@ -313,7 +322,8 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
 
     per_rank = cfg.batch // world
     last_save = clock()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"npp {cfg.size} {cfg.task} {cfg.codec}/{cfg.route}",
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"npp {Path(cfg.init).stem if cfg.init else cfg.size} {cfg.task} "
+               f"{cfg.codec}/{cfg.route}",
                disable=not progress or rank != 0, unit="step")
     try:
         if validator is not None and not val_log:
