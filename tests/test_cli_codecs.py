@@ -245,3 +245,32 @@ def test_stock_ffmpeg_converts_our_streams_to_rgb_as_we_do(photos: Path, tmp_pat
     stock = np.frombuffer(proc.stdout, np.uint8).reshape(src.shape)
     ours = get_codec(codec).decode(out.read_bytes())
     assert abs(psnr(src, stock) - psnr(src, ours)) < 1.0
+
+
+def _sps_profile(stream: bytes) -> dict:
+    """profile_idc and the RExt constraint flags of the first SPS (H.265 7.3.3), emulation bytes removed."""
+    start = stream.find(b"\x00\x00\x01\x42\x01") + 5  # NAL type 33 (SPS), nuh_layer 0, tid 1
+    rbsp = bytearray()
+    zeros = 0
+    for b in stream[start : start + 24]:
+        if zeros >= 2 and b == 3:
+            zeros = 0
+            continue
+        rbsp.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    bits = "".join(f"{b:08b}" for b in rbsp)
+    ptl = bits[8:]  # after vps_id(4), max_sub_layers_minus1(3), temporal_id_nesting(1)
+    names = ("max_12bit", "max_10bit", "max_8bit", "max_422chroma", "max_420chroma", "max_monochrome", "intra",
+             "one_picture_only")
+    flags = {n: int(ptl[8 + 32 + 4 + i]) for i, n in enumerate(names)}
+    return {"profile_idc": int(ptl[3:8], 2), **flags}
+
+
+def test_hevc_streams_signal_the_main_intra_profile(photos: Path, tmp_path: Path) -> None:
+    """FFmpeg calls our streams "Rext": x265 marks all-intra 8-bit 4:2:0 as the Main Intra profile, which H.265
+    defines in the range-extensions family (general_profile_idc 4 with these constraint flags, Table A.2)."""
+    out = tmp_path / "cup.hevc"
+    assert run("encode", photos / "cup.png", out, "--qp", "32", "--preset", "fast").returncode == 0
+    assert _sps_profile(out.read_bytes()) == {"profile_idc": 4, "max_12bit": 1, "max_10bit": 1, "max_8bit": 1,
+                                              "max_422chroma": 1, "max_420chroma": 1, "max_monochrome": 0,
+                                              "intra": 1, "one_picture_only": 0}
