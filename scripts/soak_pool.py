@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     new_tmp = sorted(set(os.listdir(tempfile.gettempdir())) - tmp_before)
     first, last = rows[0], rows[-1]
     lines = [SECTION, "", f"Measured {datetime.date.today().isoformat()} on {machine_description()}, "
-             f"`scripts/soak_pool.py --trips {args.trips} --every {args.every} --side {args.side}` (one run): {args.trips} round trips of real "
+             f"`scripts/soak_pool.py --trips {args.trips} --every {args.every} --side {args.side}` (one run): "
+             f"{args.trips} round trips of real "
              f"{args.side}² crops (jpeg, webp, hevc, avif, jxl in turn, fast preset; vvc, an external process per "
              "encode, is not in it) through one 2-worker pool.", "",
              "| trips | seconds | main process MB | worker MB |", "|---:|---:|---:|---|"]
