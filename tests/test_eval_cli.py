@@ -53,3 +53,36 @@ def test_cli_user_errors_are_one_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error:") and message in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.weights
+def test_kill_minus_9_at_random_points_then_resume_gives_identical_records(tmp_path):
+    """A sweep killed with SIGKILL at seeded random moments, then rerun to the end, writes exactly the records of an
+    uninterrupted sweep (the SQLite cache commits whole chunks; the run folder's lock dies with the process)."""
+    import json
+    import os
+    import random
+    import signal
+    import time
+
+    sweep = ["eval", "--data", "samples", "--task", "effnet-lite0", "--codec", "webp", "--levels", "10,40,70,95",
+             "--batch", "1", "--workers", "1", "--quiet"]
+    clean = _cli(*sweep, "--out", "runs/clean", "--cache", "clean.sqlite", cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen([str(BIN), *sweep, "--out", "runs/killed", "--cache", "killed.sqlite"], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 6.0))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1
+    rest = _cli(*sweep, "--out", "runs/killed", "--cache", "killed.sqlite", cwd=tmp_path)
+    assert rest.returncode == 0, rest.stderr
+    a = json.loads((tmp_path / "runs/clean/records.json").read_text())
+    b = json.loads((tmp_path / "runs/killed/records.json").read_text())
+    assert a == b
