@@ -274,3 +274,28 @@ def test_hevc_streams_signal_the_main_intra_profile(photos: Path, tmp_path: Path
     assert _sps_profile(out.read_bytes()) == {"profile_idc": 4, "max_12bit": 1, "max_10bit": 1, "max_8bit": 1,
                                               "max_422chroma": 1, "max_420chroma": 1, "max_monochrome": 0,
                                               "intra": 1, "one_picture_only": 0}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 300 KB tmpfs (needs root and mount rights; skipped where the sandbox forbids mounting)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()[:100]}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_gives_one_line_and_leaves_nothing_half_written(tiny_disk: Path, tmp_path: Path):
+    src = tmp_path / "pngs"
+    src.mkdir()
+    for p in sample_paths():
+        Image.open(p).convert("RGB").save(src / f"{p.stem}.png")  # ~1.5 MB of PNGs: more than the disk holds
+    proc = run("encode", src, f"{tiny_disk}/out/", "-c", "jpeg", "-q", "95")
+    assert proc.returncode == 2 and "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+    written = sorted((tiny_disk / "out").iterdir())
+    assert written and all(not p.name.startswith(".") for p in written)  # no temporary leftovers
+    for p in written:  # every file that is there is whole
+        assert Image.open(p).convert("RGB").size[0] > 0

@@ -7,11 +7,17 @@ is renamed over the target only once complete. Files get the usual permissions (
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from prepcodec.errors import OutputError
+
+# the write itself failed for lack of room or rights: the user's to fix, said in one line
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def _default_mode() -> int:
@@ -27,14 +33,22 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     `suffix` (default: the target's) matters for writers that pick a format from the extension (savefig, np.savez).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write there ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        raise OutputError(f"{target}: cannot write ({exc.strerror}); nothing half-written was left, "
+                          f"{'the previous file is unchanged' if target.exists() else 'no file was created'}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -23,3 +23,7 @@ class WeightsMissing(PrepcodecError):
 
 class DataMissing(PrepcodecError):
     """A named data set (e.g. under ../shared/data) is not present."""
+
+
+class OutputError(PrepcodecError):
+    """An output could not be written (no space, read-only, no permission); nothing half-written is left."""
