@@ -211,3 +211,27 @@ def test_hevc_encodes_thin_pictures_libx265_refuses_at_their_size(shape):
     codec = get_codec("hevc")
     out = codec.decode(codec.encode(rgb, 37, "fast"))
     assert out.shape == rgb.shape
+
+
+def _ue(v: int) -> str:
+    code = bin(v + 1)[2:]
+    return "0" * (len(code) - 1) + code
+
+
+def test_hevc_sps_size_is_read_and_limited_before_decoding():
+    """A real stream whose SPS is replaced by one declaring 16384x16384 is refused from the header (no decode)."""
+    from prepcodec.codecs.annexb import _emulation_prevent, hevc_sps_size, split_nals
+    from prepcodec.errors import PrepcodecError
+
+    codec = get_codec("hevc")
+    rgb = np.asarray(Image.open(next(p for p in sample_paths() if p.stem == "chelsea")).convert("RGB"))[:64, :96]
+    data = codec.encode(np.ascontiguousarray(rgb), 37, "fast")
+    assert hevc_sps_size(data) == (96, 64)
+    sps = next(n for n in split_nals(data) if (n[0] >> 1) & 0x3F == 33)
+    bits = "0000" + "000" + "1" + "0" * 96 + _ue(0) + _ue(1) + _ue(16384) + _ue(16384) + "1"
+    bits += "0" * (-len(bits) % 8)
+    forged = sps[:2] + _emulation_prevent(bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)))
+    crafted = data.replace(sps, forged)
+    assert hevc_sps_size(crafted) == (16384, 16384)
+    with pytest.raises(PrepcodecError, match="beyond the limit"):
+        codec.decode(crafted)

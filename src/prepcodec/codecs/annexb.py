@@ -84,3 +84,56 @@ def read_size_sei(kind: str, data: bytes) -> tuple[int, int] | None:
             width, height = struct.unpack(">II", rbsp[18:26])
             return width, height
     return None
+
+
+class _Bits:
+    """MSB-first bit reader over an RBSP with unsigned Exp-Golomb (ue(v)) reads; IndexError past the end."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            byte = self.data[self.pos >> 3]
+            v = (v << 1) | ((byte >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return v
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("ue(v) too long")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+
+HEVC_SPS = 33
+_PTL_GENERAL_BITS = 88  # profile space..general constraint flags (H.265 7.3.3), then general_level_idc (8)
+
+
+def hevc_sps_size(data: bytes) -> tuple[int, int] | None:
+    """(pic_width, pic_height) in luma samples from the first HEVC SPS (H.265 7.3.2.2), or None if there is none
+    or it cannot be parsed. Read before decoding so a tiny stream cannot make the decoder allocate a huge picture."""
+    for nal in split_nals(data):
+        if len(nal) < 3 or (nal[0] >> 1) & 0x3F != HEVC_SPS:
+            continue
+        try:
+            b = _Bits(_unescape(nal[2:]))
+            b.u(4)
+            sub_layers = b.u(3)
+            b.u(1)
+            b.u(_PTL_GENERAL_BITS + 8)
+            flags = [(b.u(1), b.u(1)) for _ in range(sub_layers)]
+            if sub_layers:
+                b.u(2 * (8 - sub_layers))
+            for profile_present, level_present in flags:
+                b.u(_PTL_GENERAL_BITS * profile_present + 8 * level_present)
+            b.ue()  # sps_seq_parameter_set_id
+            if b.ue() == 3:  # chroma_format_idc 4:4:4
+                b.u(1)
+            return b.ue(), b.ue()
+        except (IndexError, ValueError):
+            return None
+    return None

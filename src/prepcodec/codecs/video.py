@@ -41,12 +41,26 @@ class VideoIntraCodec(Codec):
             data += size_sei(self.kind, w, h)
         return data + END_OF_BITSTREAM[self.kind]
 
+    def _check_declared_size(self, data: bytes) -> None:
+        """The size the headers declare, within the limits, before any pixel is decoded (hevc: the SPS; both: our
+        size record)."""
+        from prepcodec.codecs.annexb import hevc_sps_size
+        from prepcodec.codecs.base import check_size
+
+        declared = [read_size_sei(self.kind, data)]
+        if self.kind == "hevc":
+            declared.append(hevc_sps_size(data))
+        for size in declared:
+            if size is not None:
+                check_size(*size, what=f"{self.name} bitstream (its header)")
+
     def decode(self, data: bytes) -> np.ndarray:
         data = bytes(data)
         if not split_nals(data):
             raise BitstreamError(f"not a {self.name} Annex-B bitstream (no start code)")
         if not is_complete(self.kind, data):
             raise BitstreamError(f"truncated {self.name} bitstream (no end-of-bitstream NAL unit at the end)")
+        self._check_declared_size(data)
         frame = self._decode_frame(data)
         planes = []
         for plane in frame.planes:
