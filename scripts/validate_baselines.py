@@ -31,8 +31,9 @@ def as_tensor_fn(spec: str, task):
 
     def run(x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
-            return pre._fn(x) if not pre.qp_aware else torch.cat(
-                [pre._fn(x[i : i + 1], float(q)) for i, q in enumerate(qp.tolist())])
+            if not pre.qp_aware:
+                return pre.tensor(x)
+            return torch.cat([pre.tensor(x[i : i + 1], float(q)) for i, q in enumerate(qp.tolist())])
 
     return run
 

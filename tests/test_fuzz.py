@@ -130,29 +130,27 @@ def test_npp_weight_loader_survives_mutated_files(tmp_path_factory):
     meta = good.with_suffix(".json").read_text()
     weights = good.read_bytes()
 
-    @FUZZ
-    @given(mutated(weights))
-    def check(blob: bytes) -> None:
+    def load(pt: bytes, js: str) -> None:
+        """Write a weights/metadata pair and load it: a network or a PrepcodecError, nothing else."""
         path = folder / "m.pt"
-        path.write_bytes(blob)
-        path.with_suffix(".json").write_text(meta)
+        path.write_bytes(pt)
+        path.with_suffix(".json").write_text(js)
         try:
             load_npp(str(path))
         except PrepcodecError:
             pass
+
+    @FUZZ
+    @given(mutated(weights))
+    def check(blob: bytes) -> None:
+        load(blob, meta)
 
     check()
 
     @FUZZ
     @given(st.text(max_size=200))
     def check_meta(text: str) -> None:
-        path = folder / "j.pt"
-        path.write_bytes(weights)
-        path.with_suffix(".json").write_text(text)
-        try:
-            load_npp(str(path))
-        except PrepcodecError:
-            pass
+        load(weights, text)
 
     check_meta()
     json.loads(meta)  # the unmutated metadata itself is valid

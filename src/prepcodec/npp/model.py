@@ -162,15 +162,15 @@ class UNetBranch(nn.Module):
         widths = [c * 2**i for i in range(d + 1)]
         self.features = None
         self.adapter = None
-        extra = {}  # U-Net level -> extra input channels from the task features
+        self._level_of_stride: dict[int, int] = {}  # feature stride -> the U-Net level whose input it joins
         if config.features:
             from prepcodec.npp.features import FeatureAdapter, TaskFeatures, feature_channels
 
             channels = feature_channels(config.features)
             self.features = TaskFeatures(config.features)
             self.adapter = FeatureAdapter(channels, config.feature_width)
-            extra = {i: config.feature_width for i in range(d + 1) if s * 2**i in channels}
             self._level_of_stride = {s * 2**i: i for i in range(d + 1) if s * 2**i in channels}
+        extra = {i: config.feature_width for i in self._level_of_stride.values()}  # level -> extra input channels
         self.down = nn.ModuleList([
             _Block((3 * s * s if i == 0 else widths[i - 1]) + extra.get(i, 0), widths[i], h) for i in range(d)
         ])

@@ -50,11 +50,16 @@ class Preprocessor:
     def __call__(self, rgb: np.ndarray, qp: float | None = None) -> np.ndarray:
         if self._fn is None:
             return rgb
+        with torch.no_grad():
+            return to_uint8(self.tensor(to_tensor(rgb), qp))
+
+    def tensor(self, x: torch.Tensor, qp: float | None = None) -> torch.Tensor:
+        """The same preprocessing on a float (1, 3, H, W) tensor in [0, 1] (gradients as the caller sets them)."""
+        if self._fn is None:
+            return x
         if self.qp_aware and qp is None:
             raise InputError(f"{self.spec} is QP-aware: give the HEVC-axis QP it preprocesses for")
-        with torch.no_grad():
-            x = to_tensor(rgb)
-            return to_uint8(self._fn(x, qp) if self.qp_aware else self._fn(x))
+        return self._fn(x, qp) if self.qp_aware else self._fn(x)
 
     def __repr__(self) -> str:
         return f"Preprocessor({self.spec!r})"

@@ -154,10 +154,13 @@ class ClassificationTask(Task):
         is unchanged, which makes it readable as a distortion measure. `reduction="none"` gives one value per
         image (the NPP trainer weights them by a per-image, QP-dependent lambda).
         """
+        return self.loss_from_logits(self.logits(images), targets, reduction)
+
+    def loss_from_logits(self, logits: torch.Tensor, targets: Any, reduction: str = "mean") -> torch.Tensor:
+        """`loss` for logits already computed (a caller that also needs the predictions runs the model once)."""
         if reduction not in ("mean", "none"):
             raise InputError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-        t = self._targets(targets, len(images))
-        logits = self.logits(images)
+        t = self._targets(targets, len(logits))
         if t.ndim == 1:
             per = F.cross_entropy(logits, t, reduction="none")
         else:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from prepcodec.errors import InputError, PrepcodecError
 from prepcodec.npp.model import NPP, NPP_SIZES, create_npp
-from prepcodec.train.checkpoint import load_checkpoint, save_checkpoint
+from prepcodec.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from prepcodec.train.crops import CropBank, CropRecipe, check_recipe, load_or_build
 from prepcodec.train.lambda_qp import LambdaSchedule, cached_break_even
 from prepcodec.train.loop import dist_setup, log_scalars, optimizer_step
@@ -124,15 +124,18 @@ def sample_qps(gen: torch.Generator, n: int, cfg: NPPTrainConfig) -> torch.Tenso
     return torch.randint(cfg.qp_min, cfg.qp_max + 1, (n,), generator=gen).float()
 
 
-def task_distortion(task, x_hat: torch.Tensor, teacher: torch.Tensor, kind: str = "kl") -> torch.Tensor:
-    """Per-image D_task: KL to the teacher's probabilities, or ("top1") cross-entropy to the teacher's top-1 class.
+def distortion_target(teacher: torch.Tensor, kind: str = "kl") -> torch.Tensor:
+    """What D_task compares with: the teacher's probabilities (KL), or ("top1") its top-1 class (cross-entropy).
 
     KL keeps the whole distribution, which is stricter than what top-1 accuracy asks: measured on the validation
     crops, ROI blur (−28 % bits at equal top-1 on imagenet-eval) scores +18 % at equal KL (docs/training.md).
     """
-    if kind == "top1":
-        return task.loss(x_hat, teacher.argmax(dim=1), reduction="none")
-    return task.loss(x_hat, teacher, reduction="none")
+    return teacher.argmax(dim=1) if kind == "top1" else teacher
+
+
+def task_distortion(task, x_hat: torch.Tensor, teacher: torch.Tensor, kind: str = "kl") -> torch.Tensor:
+    """Per-image D_task of decoded images against the teacher (see `distortion_target`)."""
+    return task.loss(x_hat, distortion_target(teacher, kind), reduction="none")
 
 
 def loss_terms(npp: torch.nn.Module, path: CodecPath, task, x: torch.Tensor, teacher: torch.Tensor,
@@ -167,9 +170,9 @@ class Validator:
                 x_bar = x if npp is None else npp(x, q)
                 x_hat, bits = self.real(x_bar, q)
                 bits_sum += float(bits.sum())
-                loss_sum += float(task_distortion(self.task, x_hat, t, self.kind).sum())
-                pred = self.task.logits(x_hat).argmax(1)
-                agree_sum += float((pred == t.argmax(1)).sum())
+                logits = self.task.logits(x_hat)  # once: the task loss and the agreement both come from it
+                loss_sum += float(self.task.loss_from_logits(logits, distortion_target(t, self.kind), "none").sum())
+                agree_sum += float((logits.argmax(1) == t.argmax(1)).sum())
                 pre_sum += float((x_bar - x).square().mean(dim=(1, 2, 3)).sum())
             n = len(x_all)
             bpp.append(bits_sum / (n * x_all.shape[2] * x_all.shape[3]))
@@ -179,7 +182,8 @@ class Validator:
         return {"qps": list(self.qps), "bpp": bpp, "task_loss": loss, "agreement": agree, "d_pre": d_pre}
 
     def score(self, npp: torch.nn.Module, device: torch.device) -> dict:
-        """The NPP's curve and its BD-rate vs plain at equal task loss (lower = better; None if not comparable)."""
+        """The NPP's curve and its BD-rates vs plain at equal task loss and at equal top-1 agreement (lower =
+        better; None where the curves cannot be compared)."""
         from prepcodec.eval.bdrate import bd_rate
 
         if self.plain is None:
@@ -243,7 +247,6 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device.startswith("cuda")
                           and world > 1 else cfg.device)
     out = Path(cfg.out)
-    t_begin = time.perf_counter()
     torch.manual_seed(cfg.seed)
     state = load_checkpoint(out, map_location=device, restore_rng=False) if resume else None
     if state is not None and state.get("kind") != "npp":
@@ -259,8 +262,6 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
     gen = torch.Generator().manual_seed(cfg.seed)
     step, elapsed, history, lam_table, best, val_log = 0, 0.0, [], None, None, []
     if state is not None:
-        from prepcodec.train.checkpoint import set_rng_state
-
         set_rng_state(state["rng"])
         npp.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -298,7 +299,7 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
                 "kind": "npp", "npp_config": asdict(npp.config), "model": npp.state_dict(),
                 "optimizer": opt.state_dict(), "sampler_gen": gen.get_state(),
                 "step": step, "elapsed_s": clock(), "history": history, "lam_table": lam_table, "best": best,
-                "val_log": val_log, "config": _config_dict(cfg),
+                "val_log": val_log, "config": asdict(cfg),
             })
 
     def validate() -> None:
@@ -369,7 +370,7 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
         if writer is not None:
             writer.close()
 
-    summary = _summary(cfg, bank, step, clock(), t_begin, history, lam_table, best, val_log, device, world)
+    summary = _summary(cfg, bank, step, clock(), history, lam_table, best, val_log, device, world)
     if rank == 0:
         from prepcodec.npp.zoo import export_npp
 
@@ -382,13 +383,7 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
     return summary
 
 
-def _config_dict(cfg: NPPTrainConfig) -> dict:
-    d = asdict(cfg)
-    d["crops"] = asdict(cfg.crops)
-    return d
-
-
-def _summary(cfg: NPPTrainConfig, bank: CropBank, step: int, clock_s: float, t_begin: float, history: list[float],
+def _summary(cfg: NPPTrainConfig, bank: CropBank, step: int, clock_s: float, history: list[float],
              lam_table: dict | None, best: dict | None, val_log: list[dict], device: torch.device, world: int) -> dict:
     return {
         "task": cfg.task, "codec": cfg.codec, "route": cfg.route, "preset": cfg.preset, "lam": cfg.lam,
@@ -402,6 +397,6 @@ def _summary(cfg: NPPTrainConfig, bank: CropBank, step: int, clock_s: float, t_b
         "final_loss_mean_last100": float(np.mean(history[-100:])) if history else None,
         "lam_table": lam_table, "best_step": best["step"] if best else None,
         "best_val_score_pct": best["score"] if best else None,
-        "val_log": [{k: v for k, v in e.items()} for e in val_log],
-        "config": _config_dict(cfg),
+        "val_log": list(val_log),
+        "config": asdict(cfg),
     }
