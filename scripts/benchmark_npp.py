@@ -25,6 +25,7 @@ from benchmark_codecs import write_section  # noqa: E402
 from prepcodec.codecs import CodecPool, get_codec  # noqa: E402
 from prepcodec.codecs.calibrate import machine_description  # noqa: E402
 from prepcodec.data.samples import sample_paths  # noqa: E402
+from prepcodec.errors import PrepcodecError  # noqa: E402
 from prepcodec.npp.model import NPP_SIZES, count_parameters, create_npp  # noqa: E402
 
 STEP = "## NPP training step"
@@ -107,46 +108,73 @@ def step_parts(repeats: int, batch: int, crop: int) -> list[tuple[str, float]]:
     return rows
 
 
+def onnx_runner(net: torch.nn.Module, folder: Path):
+    """The same network exported to ONNX (parity-checked) and loaded in onnxruntime; None without onnx."""
+    try:
+        from prepcodec.export.onnx_export import export_onnx
+        from prepcodec.export.onnx_npp import OnnxNPP
+        from prepcodec.npp.zoo import export_npp
+
+        weights = export_npp(net, folder / f"{net.config.stem}-{len(list(folder.iterdir()))}.pt")
+        return OnnxNPP(export_onnx(str(weights), weights.with_suffix(".onnx"))["path"])
+    except PrepcodecError as exc:  # onnx / onnxruntime not installed
+        print(f"no onnxruntime column: {exc}")
+        return None
+
+
 def encoder_cost(repeats: int, sizes: list[str]) -> list[tuple]:
-    """NPP inference (each size) vs one hevc encode (eval preset, QP 37) of the same image, in this process."""
+    """NPP inference (each size; torch and onnxruntime) vs one hevc encode (eval preset, QP 37) of the same image."""
+    import tempfile
+
     codec = get_codec("hevc")
-    nets = {size: create_npp(size).eval() for size in sizes}
+    nets = {size: perturbed(size).eval() for size in sizes}
     rows = []
-    for name, (h, w) in {"224²": (224, 224), "512²": (512, 512), "1080p": (1080, 1920)}.items():
-        rgb = photo(h, w)
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-        t_enc = timed(lambda rgb=rgb: codec.encode(rgb, 37, "eval"), max(1, repeats // 2))
-        for size, net in nets.items():
-            with torch.no_grad():
-                t_npp = timed(lambda x=x, net=net: net(x, 37.0), repeats)
-            rows.append((name, size, t_npp, t_enc))
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = {size: onnx_runner(net, Path(tmp)) for size, net in nets.items()}
+        for name, (h, w) in {"224²": (224, 224), "512²": (512, 512), "1080p": (1080, 1920)}.items():
+            rgb = photo(h, w)
+            x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+            t_enc = timed(lambda rgb=rgb: codec.encode(rgb, 37, "eval"), max(1, repeats // 2))
+            for size, net in nets.items():
+                with torch.no_grad():
+                    t_npp = timed(lambda x=x, net=net: net(x, 37.0), repeats)
+                run = runners[size]
+                t_ort = timed(lambda x=x, run=run: run.run(x.numpy(), np.array([37.0], np.float32)), repeats) \
+                    if run is not None else float("nan")
+                rows.append((name, size, t_npp, t_ort, t_enc))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-step", action="store_true", help="only the encoder-cost section")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=192)
-    parser.add_argument("--sizes", default="small,small-blend", help="NPP sizes for the encoder-cost table")
+    parser.add_argument("--sizes", default="small,small-blend,small-mask", help="NPP sizes for the encoder-cost table")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     when = datetime.date.today().isoformat()
     head = (f"Measured {when} on {machine_description()}, torch {torch.__version__} with "
             f"{torch.get_num_threads()} threads, `scripts/benchmark_npp.py --repeats {args.repeats}` "
             f"(median of the repeats, one run).")
-    parts = step_parts(args.repeats, args.batch, args.crop)
+    parts = [] if args.skip_step else step_parts(args.repeats, args.batch, args.crop)
     lines = [STEP, "", head, f"One step = batch {args.batch} of {args.crop}² crops, QPs spread over 22-44.", "",
              "| part | seconds |", "|---|---:|"] + [f"| {n} | {t:.3f} |" for n, t in parts]
-    write_section(args.out, "\n".join(lines) + "\n", STEP)
+    if parts:
+        write_section(args.out, "\n".join(lines) + "\n", STEP)
     cost = encoder_cost(args.repeats, args.sizes.split(","))
-    lines = [COST, "", head, "NPP inference (no gradient, the trunk of `small-blend` included) beside one x265 "
-             "encode (eval preset = veryslow, QP 37) of the same picture; goal: NPP <= 10 % of the encode at 512².", "",
-             "| picture | NPP | NPP ms | hevc encode ms | NPP / encode |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {n} | `{z}` | {a * 1e3:.0f} | {b * 1e3:.0f} | {100 * a / b:.1f} % |" for n, z, a, b in cost]
+    lines = [COST, "", head, "NPP inference (no gradient, the frozen trunk of the feature-guided sizes included) in "
+             "torch and in onnxruntime (the `prepcodec export onnx` graph, CPU provider), beside one x265 encode "
+             "(eval preset = veryslow, QP 37) of the same picture; goal: NPP <= 10 % of the encode at 512².", "",
+             "| picture | NPP | torch ms | onnxruntime ms | hevc encode ms | torch / encode | onnxruntime / encode |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {n} | `{z}` | {a * 1e3:.0f} | {o * 1e3:.0f} | {b * 1e3:.0f} | {100 * a / b:.1f} % | "
+              f"{100 * o / b:.1f} % |" for n, z, a, o, b in cost]
     write_section(args.out, "\n".join(lines) + "\n", COST)
     print("\n".join(f"{n}: {t:.3f} s" for n, t in parts))
-    print("\n".join(f"{n} {z}: npp {a * 1e3:.0f} ms, encode {b * 1e3:.0f} ms" for n, z, a, b in cost))
+    print("\n".join(f"{n} {z}: torch {a * 1e3:.0f} ms, onnxruntime {o * 1e3:.0f} ms, encode {b * 1e3:.0f} ms"
+                    for n, z, a, o, b in cost))
     return 0
 
 

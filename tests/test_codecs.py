@@ -235,3 +235,25 @@ def test_hevc_sps_size_is_read_and_limited_before_decoding():
     assert hevc_sps_size(crafted) == (16384, 16384)
     with pytest.raises(PrepcodecError, match="beyond the limit"):
         codec.decode(crafted)
+
+
+def test_vvc_sps_size_is_read_and_limited_before_decoding():
+    """vvenc's SPS (profile/tier/level and constraint info present) parses to the coded size; a forged SPS declaring
+    16384x16384 is refused from the header, before the decoder allocates anything."""
+    from prepcodec.codecs.annexb import _emulation_prevent, split_nals, vvc_sps_size
+    from prepcodec.errors import PrepcodecError
+
+    codec = get_codec("vvc")
+    if not codec.availability()[0]:
+        pytest.skip(codec.availability()[1])
+    rgb = np.asarray(Image.open(next(p for p in sample_paths() if p.stem == "chelsea")).convert("RGB"))[:64, :96]
+    data = codec.encode(np.ascontiguousarray(rgb), 37, "fast")
+    assert vvc_sps_size(data) == (96, 64)
+    sps = next(n for n in split_nals(data) if (n[1] >> 3) & 0x1F == 15)
+    bits = "0000" + "0000" + "000" + "01" + "10" + "0" + "0" + "0" + _ue(16384) + _ue(16384) + "1"
+    bits += "0" * (-len(bits) % 8)
+    forged = sps[:2] + _emulation_prevent(bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)))
+    crafted = data.replace(sps, forged)
+    assert vvc_sps_size(crafted) == (16384, 16384)
+    with pytest.raises(PrepcodecError, match="beyond the limit"):
+        codec.decode(crafted)

@@ -40,6 +40,15 @@ def test_training_splits_are_accepted():
     check_recipe(CropRecipe(datasets=("imagenet-train[:400]", "photos-train")))
 
 
+def test_validation_crop_side_is_checked_and_old_recipes_keep_their_cache_key():
+    check_recipe(CropRecipe(val_crop=256))
+    with pytest.raises(InputError):
+        check_recipe(CropRecipe(val_crop=100))
+    assert CropRecipe().val_side == 192 and CropRecipe(val_crop=256).val_side == 256
+    assert CropRecipe().key("effnet-lite0") == "de9288c845639a40"  # the key the default bank had before val_crop
+    assert CropRecipe(val_crop=256).key("effnet-lite0") != CropRecipe().key("effnet-lite0")
+
+
 def test_break_even_lambda_falls_with_the_qp():
     lam = break_even(*PLAIN)
     assert (np.diff(lam) < 0).all()  # each bit matters more at high QP

@@ -137,3 +137,42 @@ def hevc_sps_size(data: bytes) -> tuple[int, int] | None:
         except (IndexError, ValueError):
             return None
     return None
+
+
+VVC_SPS = 15
+_VVC_GCI_FLAGS = 71  # general_constraints_info() fields before gci_num_additional_bits (H.266 7.3.3.2)
+
+
+def _vvc_profile_tier_level(b: _Bits, max_sublayers_minus1: int) -> None:
+    """Skip profile_tier_level(1, max_sublayers_minus1) (H.266 7.3.3.1)."""
+    b.u(7 + 1 + 8 + 1 + 1)  # profile, tier, level, frame-only and multilayer flags
+    if b.u(1):  # gci_present_flag
+        b.u(_VVC_GCI_FLAGS)
+        b.u(b.u(8))  # gci_num_additional_bits, then those bits
+    b.u((8 - b.pos % 8) % 8)  # gci alignment
+    present = [b.u(1) for _ in range(max_sublayers_minus1)]
+    b.u((8 - b.pos % 8) % 8)  # ptl_reserved_zero_bit alignment
+    b.u(8 * sum(present))  # sublayer_level_idc
+    b.u(32 * b.u(8))  # ptl_num_sub_profiles x general_sub_profile_idc
+
+
+def vvc_sps_size(data: bytes) -> tuple[int, int] | None:
+    """(pic_width_max, pic_height_max) in luma samples from the first VVC SPS (H.266 7.3.2.4), or None if there is
+    none or it cannot be parsed; read before decoding, as `hevc_sps_size` is."""
+    for nal in split_nals(data):
+        if len(nal) < 3 or (nal[1] >> 3) & 0x1F != VVC_SPS:
+            continue
+        try:
+            b = _Bits(_unescape(nal[2:]))
+            b.u(4 + 4)  # sps and vps ids
+            sublayers = b.u(3)
+            b.u(2 + 2)  # chroma format, log2 CTU size
+            if b.u(1):  # sps_ptl_dpb_hrd_params_present_flag
+                _vvc_profile_tier_level(b, sublayers)
+            b.u(1)  # sps_gdr_enabled_flag
+            if b.u(1):  # sps_ref_pic_resampling_enabled_flag
+                b.u(1)
+            return b.ue(), b.ue()
+        except (IndexError, ValueError):
+            return None
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -90,17 +90,33 @@ def _broadcast_levels(levels: float | Sequence[float] | np.ndarray, n: int) -> l
     return levels
 
 
-class CodecPool:
-    """A persistent pool of codec workers. `workers` None = one per CPU core; 0 or 1 = run in this process."""
+EXECUTORS = ("local", "ray")
 
-    def __init__(self, workers: int | None = None) -> None:
+
+class CodecPool:
+    """A persistent pool of codec workers. `workers` None = one per CPU core; 0 or 1 = run in this process.
+
+    `executor="ray"` runs the same work as Ray tasks (`codecs.ray_executor`): a private local instance of `workers`
+    CPUs, or the cluster at `address`.
+    """
+
+    def __init__(self, workers: int | None = None, executor: str = "local", address: str | None = None) -> None:
+        if executor not in EXECUTORS:
+            raise InputError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+        if address is not None and executor != "ray":
+            raise InputError("--address needs --executor ray")
         if workers is None:
             workers = os.cpu_count() or 1
         if workers < 0:
             raise InputError(f"workers must be >= 0, got {workers}")
         self.workers = int(workers)
-        self._executor: ProcessPoolExecutor | None = None
-        if self.workers > 1:
+        self.executor = executor
+        self._executor = None
+        if executor == "ray":
+            from prepcodec.codecs.ray_executor import RayExecutor
+
+            self._executor = RayExecutor(self.workers or None, address)
+        elif self.workers > 1:
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                 initargs=(os.getpid(),),
@@ -143,13 +159,21 @@ class CodecPool:
         c = get_codec(codec)  # validate name, levels and preset here, before any work is queued
         check_preset(preset)
         lv = [c.level_spec.check(v) for v in _broadcast_levels(levels, len(images))]
-        if self._executor is None or len(images) <= 1:
+        if self._executor is None or (len(images) <= 1 and self.executor == "local"):
             return lambda: [roundtrip_one(c.name, img, level, preset) for img, level in zip(images, lv, strict=True)]
         futures = [
             self._executor.submit(roundtrip_one, c.name, img, level, preset)
             for img, level in zip(images, lv, strict=True)
         ]
         return lambda: [f.result() for f in futures]
+
+    def map(self, fn: Callable, jobs: Sequence[tuple]) -> Iterator:
+        """`fn(*job)` for every job, results in order as they finish in order (a generator); `fn` must be a
+        module-level function (the workers import it). Without workers the jobs run here, one by one."""
+        if self._executor is None:
+            return (fn(*job) for job in jobs)
+        futures = [self._executor.submit(fn, *job) for job in jobs]
+        return (f.result() for f in futures)
 
     def roundtrip_tensor(
         self,

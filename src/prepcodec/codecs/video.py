@@ -5,7 +5,15 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from prepcodec.codecs.annexb import END_OF_BITSTREAM, hevc_sps_size, is_complete, read_size_sei, size_sei, split_nals
+from prepcodec.codecs.annexb import (
+    END_OF_BITSTREAM,
+    hevc_sps_size,
+    is_complete,
+    read_size_sei,
+    size_sei,
+    split_nals,
+    vvc_sps_size,
+)
 from prepcodec.codecs.base import Codec, check_preset, check_rgb, check_size
 from prepcodec.codecs.yuv import pad_to_multiple, rgb_to_yuv420, yuv420_to_rgb
 from prepcodec.errors import BitstreamError
@@ -42,11 +50,9 @@ class VideoIntraCodec(Codec):
         return data + END_OF_BITSTREAM[self.kind]
 
     def _check_declared_size(self, data: bytes) -> None:
-        """The size the headers declare, within the limits, before any pixel is decoded (hevc: the SPS; both: our
-        size record)."""
-        declared = [read_size_sei(self.kind, data)]
-        if self.kind == "hevc":
-            declared.append(hevc_sps_size(data))
+        """The size the headers declare, within the limits, before any pixel is decoded (the SPS, and our size
+        record)."""
+        declared = [read_size_sei(self.kind, data), (hevc_sps_size if self.kind == "hevc" else vvc_sps_size)(data)]
         for size in declared:
             if size is not None:
                 check_size(*size, what=f"{self.name} bitstream (its header)")

@@ -120,19 +120,23 @@ def encode_command(
                                      "real stream is at most this many bits per pixel (instead of a level)"),
     preset: str = typer.Option("eval", "--preset", help="eval (reference settings) or fast"),
     npp: str = typer.Option(None, "--npp", help="preprocess with a network first: a shipped name (`prepcodec npp "
-                            "list`) or an exported .pt; it runs at the level's HEVC-axis QP"),
+                            "list`), an exported .pt, or an .onnx from `prepcodec export onnx` (run by onnxruntime, "
+                            "no torch needed); it runs at the level's HEVC-axis QP"),
     compare: bool = typer.Option(False, "--compare", help="also encode without preprocessing and report the bytes "
                                  "saved at the same level (needs --npp)"),
+    workers: int = typer.Option(1, "--workers", help="encode processes (1 = in this process; 0 = one per core)"),
+    executor: str = typer.Option("local", "--executor", help="local (process pool) or ray (Ray tasks; same bytes)"),
+    address: str = typer.Option(None, "--address", help="with --executor ray: an existing cluster (e.g. auto, "
+                                "ray://head:10001); default a private local instance of --workers CPUs"),
 ) -> None:
     """Encode images into standard bitstream files (.hevc, .266, .jpg, .webp, .avif, .jxl); a folder gets a
     manifest.csv/json (file, level, bytes, bpp) beside the streams."""
     from prepcodec.atomic import write_bytes
-    from prepcodec.codecs import get_codec
+    from prepcodec.codecs import CodecPool, get_codec
     from prepcodec.codecs.base import check_preset
     from prepcodec.codecs.registry import codec_for_extension
     from prepcodec.commands.outputs import plan_outputs
-    from prepcodec.data.images import load_image
-    from prepcodec.export.encode_job import encode_image
+    from prepcodec.export.encode_job import encode_file, npp_for_encode
 
     c = get_codec(codec)
     value = None
@@ -143,6 +147,8 @@ def encode_command(
     elif not target_bpp > 0:
         raise InputError(f"--target-bpp must be > 0, got {target_bpp}")
     check_preset(preset)
+    if workers < 0:
+        raise InputError(f"--workers must be >= 0, got {workers}")
     ok, why = c.availability()
     if not ok:
         from prepcodec.errors import BackendUnavailable
@@ -150,27 +156,21 @@ def encode_command(
         raise BackendUnavailable(f"{c.name}: {why}")
     if compare and not npp:
         raise InputError("--compare needs --npp (it reports the bytes the network saves)")
-    pre = None
-    if npp:
-        from prepcodec.npp.preprocessors import npp_preprocessor
-
-        pre = npp_preprocessor(npp.removeprefix("npp:"))
+    pre = npp_for_encode(npp) if npp else None  # loaded here first: a bad --npp fails before any work
     files = _image_inputs(src)
     targets = plan_outputs(files, out, src.is_dir(), c.extension, lambda p: codec_for_extension(p) == c.name)
     rows = []
     what = f"{c.level_spec.knob} {value:g}" if value is not None else f"<= {target_bpp:g} bpp"
-    with _progress() as progress:
+    jobs = [(str(f), c.name, preset, value, npp, target_bpp, compare) for f in files]
+    with _progress() as progress, CodecPool(workers or None, executor, address) as pool:
         task = progress.add_task(f"{c.name} {what}", total=len(files))
-        for f, target in zip(files, targets, strict=True):
-            notes: list[str] = []
-            rgb = load_image(f, notes)
-            for note in notes:
+        for f, target, res in zip(files, targets, pool.map(encode_file, jobs), strict=True):
+            for note in res.notes:
                 console.print(f"note: {f.name}: {note}")
-            try:
-                data, row = encode_image(c, rgb, preset, value, pre, target_bpp, compare)
-            except PrepcodecError as exc:
-                raise type(exc)(f"{f}: {exc}") from None
-            write_bytes(target, data)
+            if res.error is not None:
+                raise InputError(res.error)
+            write_bytes(target, res.data)
+            row = res.row
             row.file, row.output = str(f), str(target)
             rows.append(row)
             if row.target_met is False:

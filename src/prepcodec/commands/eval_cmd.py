@@ -28,6 +28,10 @@ def eval_command(
     preset: str = typer.Option("eval", "--preset", help="codec speed preset; published numbers use eval"),
     limit: int = typer.Option(0, "--limit", help="first N images of the data set only (0 = all)"),
     workers: int = typer.Option(0, "--workers", help="codec processes (0 = one per CPU core)"),
+    executor: str = typer.Option("local", "--executor", help="where round trips run: local (process pool) or ray "
+                                 "(Ray tasks; the same records)"),
+    address: str = typer.Option(None, "--address", help="with --executor ray: an existing cluster (auto, "
+                                "ray://head:10001, ...); default a private local instance of --workers CPUs"),
     batch: int = typer.Option(16, "--batch", help="images per task batch and per cache commit"),
     device: str = typer.Option("cpu", "--device", help="torch device for the task model"),
     cache: Path = typer.Option(Path("runs/cache.sqlite"), "--cache", help="SQLite result cache"),
@@ -56,7 +60,13 @@ def eval_command(
         limit=limit or None, workers=workers or None, batch=batch, device=device, cache=cache,
         fidelity=tuple(parse_fidelity(fidelity)),
     )
-    result = run_sweep(cfg, out, progress=not quiet)
+    if executor == "local" and address is None:
+        result = run_sweep(cfg, out, progress=not quiet)
+    else:
+        from prepcodec.codecs import CodecPool
+
+        with CodecPool(cfg.workers, executor, address) as pool:
+            result = run_sweep(cfg, out, pool=pool, progress=not quiet)
     typer.echo(summary_markdown(result.summaries), nl=False)
     s = result.stats
     typer.echo(f"{out}: {s.encoded} encoded, {s.cached} from cache, {s.wall_s:.1f} s")

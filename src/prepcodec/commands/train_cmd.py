@@ -26,7 +26,8 @@ def train_command(
     task: str = typer.Option("effnet-lite0", "--task", help="frozen task model the NPP serves"),
     codec: str = typer.Option("hevc", "--codec", help="real codec trained through"),
     out: Path = typer.Option(Path("runs/npp-cls"), "--out", help="run directory (checkpoint, tb/, npp.pt + .json)"),
-    size: str = typer.Option("small", "--size", help="NPP size: small (CPU), small-full, paper"),
+    size: str = typer.Option("small", "--size", help="NPP size: small (CPU), small-full, paper, small-lite0, "
+                             "small-blend, small-mask (docs/training.md)"),
     route: str = typer.Option("real", "--route", help="gradient route: real (real forward, proxy backward), "
                               "proxy (proxy both ways), ste (real forward, identity image gradient, proxy rate)"),
     proxy: str = typer.Option(None, "--proxy", help="proxy name or .pt (default: the codec's default proxy)"),
@@ -45,12 +46,15 @@ def train_command(
     budget: float = typer.Option(None, "--budget", help="wall-clock seconds for the run"),
     batch: int = typer.Option(8, "--batch", help="global batch (split across torchrun processes)"),
     lr: float = typer.Option(3e-4, "--lr"),
+    head_lr_mult: float = typer.Option(1.0, "--head-lr-mult", help="learning rate of the blend head = --lr x this"),
     datasets: str = typer.Option("imagenet-train", "--datasets",
                                  help="training splits, comma-separated, slices allowed "
-                                 "(imagenet-train, photos-train)"),
+                                 "(imagenet-train, photos-train, coco-train)"),
     crop: int = typer.Option(192, "--crop", help="crop side"),
     crops_per_image: int = typer.Option(8, "--crops-per-image"),
     val_images: int = typer.Option(50, "--val-images", help="whole training images held out for validation"),
+    val_crop: int = typer.Option(0, "--val-crop", help="side of the validation centre crops (0: --crop; 256: "
+                                 "whole imagenet-train images, as the evaluation codes them)"),
     val_every: int = typer.Option(250, "--val-every", help="validate every N steps (0: only at the end)"),
     val_qps: str = typer.Option("22,26,30,34,38,42", "--val-qps"),
     ckpt_every_s: float = typer.Option(180.0, "--ckpt-every-s", help="checkpoint interval in seconds"),
@@ -72,12 +76,14 @@ def train_command(
     device = check_device(device)
     check_output_dir(out)
     crops = CropRecipe(datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()), crop=crop,
-                       crops_per_image=crops_per_image, val_images=val_images, seed=seed)
+                       crops_per_image=crops_per_image, val_images=val_images, seed=seed,
+                       val_crop=val_crop)
     cfg = NPPTrainConfig(
         task=task, codec=codec, size=size, route=route, proxy=proxy, preset=preset, lam=lam, lam_mode=lam_mode,
         beta=beta, task_loss=task_loss, select=select, qp_min=qp_min, qp_max=qp_max,
         steps=steps if steps is not None or budget else 4000,
-        budget_s=budget, batch=batch, lr=lr, crops=crops, init=init, ckpt_every_s=ckpt_every_s, val_every=val_every,
+        budget_s=budget, batch=batch, lr=lr, head_lr_mult=head_lr_mult, crops=crops, init=init,
+        ckpt_every_s=ckpt_every_s, val_every=val_every,
         val_qps=_ints(val_qps, "--val-qps"), workers=workers, seed=seed, device=device, out=str(out),
     )
     summary = train_npp(cfg, resume=resume, stop_at=stop_at, progress=not quiet)

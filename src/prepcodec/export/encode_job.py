@@ -11,6 +11,7 @@ stream is never over the target unless the row says so.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Callable
@@ -102,3 +103,49 @@ def write_manifest(folder: Path, rows: list[EncodeRow]) -> list[Path]:
     writer.writerows(dicts)
     return [write_text(folder / "manifest.json", json.dumps(dicts, indent=1) + "\n"),
             write_text(folder / "manifest.csv", buf.getvalue())]
+
+
+def npp_for_encode(spec: str):
+    """The preprocessor `--npp` names: an .onnx export runs on onnxruntime (torch is never imported: the light
+    edge install); a shipped name or .pt on torch."""
+    spec = spec.removeprefix("npp:")
+    if spec.lower().endswith(".onnx"):
+        from prepcodec.export.onnx_npp import OnnxNPP
+
+        return OnnxNPP(spec)
+    from prepcodec.npp.preprocessors import npp_preprocessor
+
+    return npp_preprocessor(spec)
+
+
+@functools.cache
+def _cached_npp(spec: str):
+    return npp_for_encode(spec)
+
+
+@dataclass
+class FileResult:
+    """What one encode job sends back: the stream, its manifest row and load notes, or the error that stopped it."""
+
+    data: bytes | None
+    row: EncodeRow | None
+    notes: list[str]
+    error: str | None = None
+
+
+def encode_file(path: str, codec_name: str, preset: str, level: int | None, npp: str | None,
+                target_bpp: float | None, compare: bool) -> FileResult:
+    """Load one image and encode it (a module-level function, so any pool worker, local or Ray, can run it; the
+    network is loaded once per worker). User errors come back as `error`, not as a remote traceback."""
+    from prepcodec.codecs.registry import get_codec
+    from prepcodec.data.images import load_image
+    from prepcodec.errors import PrepcodecError
+
+    notes: list[str] = []
+    try:
+        rgb = load_image(Path(path), notes)
+        pre = _cached_npp(npp) if npp else None
+        data, row = encode_image(get_codec(codec_name), rgb, preset, level, pre, target_bpp, compare)
+    except PrepcodecError as exc:
+        return FileResult(None, None, notes, f"{path}: {exc}")
+    return FileResult(data, row, notes)

@@ -42,11 +42,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         return x
     k = _gaussian_kernel(sigma, x.dtype, x.device)
     r = (k.numel() - 1) // 2
-    c = x.shape[1]
-    y = _reflect_pad(x, (r, r, 0, 0))
-    y = F.conv2d(y, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    y = _reflect_pad(y, (0, 0, r, r))
-    return F.conv2d(y, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    shape = x.shape
+    y = x.reshape(-1, 1, shape[-2], shape[-1])  # channels as images: one fixed-shape kernel (exports to ONNX)
+    y = F.conv2d(_reflect_pad(y, (r, r, 0, 0)), k.view(1, 1, 1, -1))
+    y = F.conv2d(_reflect_pad(y, (0, 0, r, r)), k.view(1, 1, -1, 1))
+    return y.reshape(shape)
 
 
 def bilateral(x: torch.Tensor, sigma_s: float = 2.0, sigma_r: float = 0.1) -> torch.Tensor:

@@ -75,3 +75,46 @@ class FeatureAdapter(nn.Module):
 
     def forward(self, feats: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         return {s: F.relu(self.proj[str(s)](f)) for s, f in feats.items()}
+
+
+class TaskCAM:
+    """Callable `x in [0, 1] (N, 3, H, W) -> (N, 1, H, W) in [0, 1]`: the classifier's Grad-CAM for its own top-1
+    class on x, computed forward-only (frozen, no gradient, exportable to ONNX).
+
+    The `roi:blur` baseline takes Grad-CAM at the last convolution (the 1x1 head conv A) of the log-probability of
+    the top-1 class c. Through the head (BN, ReLU6, global average pooling, linear layer, log-softmax) that gradient
+    is known in closed form: d log p_c / dA_ks = v_k · γ_k/σ_k · [0 < BN(A)_ks < 6] / S with v = W_fcᵀ(e_c − p).
+    So the weights and the map are computed here without autograd, equal to `baselines.grad_cam` to float
+    precision (tested), and the NPP can start exactly at the baseline.
+    """
+
+    def __init__(self, name: str) -> None:
+        from prepcodec.tasks.registry import create_task
+
+        self.task = create_task(name)
+        if getattr(self.task, "kind", None) != "classification":
+            raise InputError(f"{name} is not a classifier: the CAM needs a classification head")
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.task.model
+        if next(m.parameters()).device != x.device:
+            self.task.to(x.device)
+        h = self.task.preprocess(x.float())
+        h = F.relu6(m._bn0(m._conv_stem(h)))
+        for block in m._blocks:
+            h = block(h)
+        a = m._conv_head(h)  # (N, K, s, s): the layer Grad-CAM hooks
+        bn = m._bn1
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        z = F.relu6(bn(a))
+        logits = m._fc(z.mean(dim=(2, 3)))
+        p = logits.softmax(dim=1)
+        onehot = F.one_hot(p.argmax(dim=1), p.shape[1]).to(p.dtype)
+        v = (onehot - p) @ m._fc.weight  # (N, K): d log p_c / d pooled features
+        live = ((bn(a) > 0) & (bn(a) < 6)).to(a.dtype)
+        weights = (v * scale)[:, :, None, None] * live  # d log p_c / dA (times S, which the peak removes)
+        cam = F.relu((weights.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
+        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return (cam / peak).to(x.dtype)

@@ -15,6 +15,7 @@ full resolution path.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -23,6 +24,8 @@ from torch import nn
 
 from prepcodec.errors import InputError
 
+ROI_CAM_START = 0.5  # = npp.baselines.ROI_CAM_THRESHOLD, the baseline's Grad-CAM cut
+KEEP_BIAS_ROI = 8.0  # initial logit of the baseline's blur in the background mix (the others at 0: 0.07 % each)
 QP_CENTER = 34.0  # HEVC QP the conditioning is centred on (middle of the paper's 28..41 range)
 QP_SCALE = 10.0
 DOWN_MODES = ("pool", "stride")
@@ -41,12 +44,19 @@ class NPPConfig:
     features: str | None = None  # frozen pretrained task features fed to the U-Net levels (npp.features)
     feature_width: int = 32  # channels each tapped feature map is projected to
     blend_sigmas: tuple[float, ...] = ()  # per-pixel blend towards Gaussian blurs of these sigmas (BlendHead)
+    keep_bias: float = 8.0  # the blend head's initial logit of "keep the pixel" (BlendHead)
+    residual: bool = True  # False: x̄ = x + blend only (no pixel branch, no free RGB residual: "mask-only")
+    roi: str | None = None  # a classifier whose forward-only Grad-CAM starts the keep-mask (ROIBlend)
 
     def __post_init__(self) -> None:
         if self.down not in DOWN_MODES:
             raise InputError(f"NPP down-sampling must be one of {', '.join(DOWN_MODES)}, got {self.down!r}")
         if self.depth < 1 or self.base_channels < 1 or self.qp_hidden < 1 or self.stem < 1:
             raise InputError(f"invalid NPP config {self}")
+        if not self.residual and not self.blend_sigmas:
+            raise InputError("a mask-only NPP (residual=False) needs blend_sigmas")
+        if self.roi and (self.residual or len(self.blend_sigmas) < 1):
+            raise InputError("an ROI-guided NPP is mask-only (residual=False) with blend_sigmas")
 
     @classmethod
     def from_dict(cls, d: dict) -> NPPConfig:
@@ -72,9 +82,18 @@ NPP_SIZES: dict[str, NPPConfig] = {
     # "small-lite0" + a per-pixel blend towards blurs (sigma 1, 2, 4): the ROI-blur baseline is one of its outputs
     "small-blend": NPPConfig(base_channels=16, depth=4, qp_hidden=32, down="stride", stem=2, features="effnet-lite0",
                              blend_sigmas=(1.0, 2.0, 4.0)),
+    # mask-only: x̄ = x + sum_k w_k (blur_k(x) - x), nothing else, so the network can smooth where the task does not
+    # look but cannot shift tone or colour globally (what every residual run learned first: docs/training.md).
+    # "keep" starts at logit 4 (blurs ~5 % in total): at small-blend's 8 the head's gradients are ~e^-8 and it
+    # never moved in run D (blur weights 0.11 % after 2,700 steps)
+    "small-mask": NPPConfig(base_channels=16, depth=4, qp_hidden=32, down="stride", stem=2, features="effnet-lite0",
+                            blend_sigmas=(1.0, 2.0, 4.0), keep_bias=4.0, residual=False),
+    # the roi:blur:2 baseline as a trainable network: the classifier's own Grad-CAM (forward-only, npp.features.TaskCAM)
+    # gives the keep-mask; learned are the CAM threshold and the background's blur per QP and a per-pixel mask
+    # correction (ROIBlend); at initialisation it is roi:blur:2 up to a soft threshold (tested)
+    "roi-blend": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
+                           roi="effnet-lite0"),
 }
-
-KEEP_BIAS = 8.0  # initial logit of "keep the pixel" in the blend head: the blurs start at ~1e-3 weight in total
 
 
 class BlendHead(nn.Module):
@@ -82,14 +101,14 @@ class BlendHead(nn.Module):
     sum_k w_k * (blur_k(x) - x). Spatially varying smoothing (what ROI suppression does by hand) is then one
     weight per pixel instead of a large learned filter; at initialisation "keep" has all the weight."""
 
-    def __init__(self, channels: int, sigmas: tuple[float, ...], stem: int) -> None:
+    def __init__(self, channels: int, sigmas: tuple[float, ...], stem: int, keep_bias: float) -> None:
         super().__init__()
         self.sigmas, self.stem = sigmas, stem
         self.logits = nn.Conv2d(channels, (len(sigmas) + 1) * stem * stem, 1)
         nn.init.zeros_(self.logits.weight)
         with torch.no_grad():
             bias = torch.zeros(len(sigmas) + 1, stem * stem)
-            bias[0] = KEEP_BIAS
+            bias[0] = keep_bias
             self.logits.bias.copy_(bias.reshape(-1))
 
     def forward(self, feat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +119,70 @@ class BlendHead(nn.Module):
             logits = F.pixel_shuffle(logits, self.stem)
         w = logits[..., : x.shape[-2], : x.shape[-1]].softmax(dim=1)
         return sum(w[:, k + 1 : k + 2] * (gaussian_blur(x, s) - x) for k, s in enumerate(self.sigmas))
+
+
+ROI_SHARPNESS = 40.0  # logit slope of the soft CAM threshold: 0.05 above the threshold keeps 88 %, 0.1 above 98 %
+ROI_START_SIGMA = 2.0  # the background blur at initialisation (roi:blur:2)
+ROI_FEATHER_SIGMA = 0.01 * math.hypot(256, 256)  # the baseline's mask feathering for a 256² image, fixed (ONNX)
+
+
+class QPMLP(nn.Module):
+    """QP -> `out` values (2-layer MLP), zero at initialisation."""
+
+    def __init__(self, out: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(1, hidden)
+        self.fc2 = nn.Linear(hidden, out)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, qp: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(((qp - QP_CENTER) / QP_SCALE).view(-1, 1))))
+
+
+class ROIBlend(nn.Module):
+    """x̄ = m·x + (1 − m)·Σ_k a_k(qp)·blur_k(x), m = feather(sigmoid(S·(cam − t(qp)) + u(x, cam, qp))).
+
+    cam is the classifier's Grad-CAM for its top-1 class on x (what `roi:blur` keeps), t(qp) starts at the
+    baseline's 0.5, a(qp) at all weight on sigma 2, and the per-pixel correction u (a small conv net at half
+    resolution) at 0: training moves the baseline where the task loss and the real bits say it should.
+    """
+
+    def __init__(self, config: NPPConfig) -> None:
+        super().__init__()
+        from prepcodec.npp.features import TaskCAM
+
+        self.cam = TaskCAM(config.roi)
+        self.sigmas = config.blend_sigmas
+        self.threshold = QPMLP(1, config.qp_hidden)
+        self.mix = QPMLP(len(self.sigmas), config.qp_hidden)
+        start = torch.zeros(len(self.sigmas))
+        if ROI_START_SIGMA in self.sigmas:
+            start[self.sigmas.index(ROI_START_SIGMA)] = KEEP_BIAS_ROI
+        self.mix_bias = nn.Parameter(start)
+        c = config.base_channels
+        self.conv1 = nn.Conv2d(4 * 4, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.qp = QPAdaptive(c, config.qp_hidden)
+        self.out = nn.Conv2d(c, 4, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        from prepcodec.npp.baselines import gaussian_blur
+
+        height, width = x.shape[-2:]
+        cam = self.cam(x)
+        t = ROI_CAM_START + 0.5 * torch.tanh(self.threshold(qp)).view(-1, 1, 1, 1)
+        h = torch.cat([x, cam], dim=1)
+        ph, pw = height % 2, width % 2
+        h = F.pixel_unshuffle(F.pad(h, (0, pw, 0, ph), mode="replicate"), 2)
+        h = self.qp(F.relu(self.conv2(F.relu(self.conv1(h)))), qp)
+        u = F.pixel_shuffle(self.out(h), 2)[..., :height, :width]
+        m = gaussian_blur(torch.sigmoid(ROI_SHARPNESS * (cam - t) + u), ROI_FEATHER_SIGMA).clamp(0, 1)
+        a = (self.mix(qp) + self.mix_bias).softmax(dim=1)
+        background = sum(a[:, k].view(-1, 1, 1, 1) * gaussian_blur(x, s) for k, s in enumerate(self.sigmas))
+        return m * x + (1 - m) * background
 
 
 class QPAdaptive(nn.Module):
@@ -181,19 +264,20 @@ class UNetBranch(nn.Module):
         self.bottom = _Block(widths[d - 1] + extra.get(d, 0), widths[d], h)
         self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(d)])
         self.dec = nn.ModuleList([_Block(2 * widths[i], widths[i], h) for i in range(d)])
-        self.out = nn.Conv2d(widths[0], 3 * s * s, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-        self.blend = BlendHead(widths[0], config.blend_sigmas, s) if config.blend_sigmas else None
+        self.out = nn.Conv2d(widths[0], 3 * s * s, 1) if config.residual else None
+        if self.out is not None:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+        self.blend = BlendHead(widths[0], config.blend_sigmas, s, config.keep_bias) if config.blend_sigmas else None
 
     def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         unit = self.config.stem * 2**self.config.depth
         if self.features is not None:
             unit = max(unit, 32)  # the task trunk's deepest tap has stride 32
-        ph, pw = (-height) % unit, (-width) % unit
+        ph, pw = (unit - height % unit) % unit, (unit - width % unit) % unit  # non-negative operands: traces
         mode = "reflect" if height > ph and width > pw else "replicate"
-        h = F.pad(x, (0, pw, 0, ph), mode=mode) if (ph or pw) else x
+        h = F.pad(x, (0, pw, 0, ph), mode=mode)  # unconditional (a no-op pad is cheap): traces for any size
         side = {}  # U-Net level -> projected task features to concatenate at its input
         if self.features is not None:
             feats = self.adapter(self.features(h))
@@ -209,11 +293,13 @@ class UNetBranch(nn.Module):
         h = self.bottom(torch.cat([h, side[d]], dim=1) if d in side else h, qp)
         for i in reversed(range(self.config.depth)):
             h = self.dec[i](torch.cat([self.up[i](h), skips[i]], dim=1), qp)
+        edit = self.blend(h, x) if self.blend is not None else 0.0
+        if self.out is None:
+            return edit
         out = self.out(h)
         if self.config.stem > 1:
             out = F.pixel_shuffle(out, self.config.stem)
-        out = out[..., :height, :width]
-        return out if self.blend is None else out + self.blend(h, x)
+        return out[..., :height, :width] + edit
 
 
 class NPP(nn.Module):
@@ -222,8 +308,9 @@ class NPP(nn.Module):
     def __init__(self, config: NPPConfig | None = None) -> None:
         super().__init__()
         self.config = config or NPPConfig()
-        self.pixel = PixelBranch(self.config.qp_hidden, self.config.pixel_qp)
-        self.unet = UNetBranch(self.config)
+        self.pixel = PixelBranch(self.config.qp_hidden, self.config.pixel_qp) if self.config.residual else None
+        self.roi = ROIBlend(self.config) if self.config.roi else None
+        self.unet = UNetBranch(self.config) if self.roi is None else None
 
     def qp_tensor(self, qp: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One QP per image as a float tensor on x's device (a scalar is broadcast)."""
@@ -238,7 +325,10 @@ class NPP(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"NPP expects float RGB images shaped (N, 3, H, W), got {tuple(x.shape)}")
         qp_t = self.qp_tensor(qp, x)
-        return (self.pixel(x, qp_t) + self.unet(x, qp_t)).clamp(0.0, 1.0)
+        if self.roi is not None:
+            return self.roi(x, qp_t).clamp(0.0, 1.0)
+        base = self.pixel(x, qp_t) if self.pixel is not None else x
+        return (base + self.unet(x, qp_t)).clamp(0.0, 1.0)
 
 
 def create_npp(size: str | NPPConfig = "small") -> NPP:

@@ -8,7 +8,6 @@ retrained network is never served an older network's numbers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from prepcodec.atomic import write_text
 from prepcodec.errors import InputError, WeightsMissing
+from prepcodec.filehash import file_sha256
 from prepcodec.npp.model import NPP, NPPConfig
 from prepcodec.safe_load import safe_torch_load
 from prepcodec.train.checkpoint import atomic_torch_save
@@ -49,14 +49,6 @@ def export_npp(model: NPP, path: str | os.PathLike, training: dict | None = None
     meta = {"format": FORMAT, "version": VERSION, "config": asdict(model.config), "training": training or {}}
     write_text(path.with_suffix(".json"), json.dumps(meta, indent=1, default=str) + "\n")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve(spec: str) -> Path:

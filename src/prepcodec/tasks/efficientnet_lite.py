@@ -74,13 +74,15 @@ class SameConv2d(nn.Conv2d):
         static = kernel // 2 if stride == 1 and kernel % 2 == 1 else 0
         super().__init__(in_ch, out_ch, kernel, stride=stride, padding=static, groups=groups, bias=bias)
         self._dynamic = not (stride == 1 and kernel % 2 == 1)
+        if kernel < stride:
+            raise ValueError(f"SameConv2d needs kernel >= stride, got {kernel} < {stride}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._dynamic:
             pads = []  # F.pad order: last dim (width) first
             dims = zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True)
-            for size, k, s in dims:
-                total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            for size, k, s in dims:  # integer ops only (no math.ceil, no max): an ONNX trace keeps them dynamic
+                total = ((size + s - 1) // s - 1) * s + k - size  # >= k - s >= 0 (checked in __init__)
                 pads += [total // 2, total - total // 2]
             x = F.pad(x, pads)
         return super().forward(x)

@@ -34,9 +34,18 @@ class CropRecipe:
     crops_per_image: int = 8
     val_images: int = 50  # whole images held out (their centre crop validates)
     seed: int = 0
+    val_crop: int = 0  # side of the validation centre crops; 0 = `crop`. 256 = whole imagenet-train images, which
+    # is what the evaluation feeds the codec (the classifier then sees their centre 224 after its own resize)
+
+    @property
+    def val_side(self) -> int:
+        return self.val_crop or self.crop
 
     def key(self, task: str) -> str:
-        text = json.dumps({**asdict(self), "task": task, "v": 1}, sort_keys=True)
+        fields = asdict(self)
+        if not self.val_crop:  # recipes from before the field keep their cached banks
+            fields.pop("val_crop")
+        text = json.dumps({**fields, "task": task, "v": 1}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -56,6 +65,8 @@ def check_recipe(recipe: CropRecipe) -> None:
     refuse_evaluation_sets(recipe.datasets)
     if recipe.crop < 32 or recipe.crop % 16:
         raise InputError(f"--crop must be a multiple of 16 and >= 32, got {recipe.crop}")
+    if recipe.val_crop and (recipe.val_crop < 32 or recipe.val_crop % 16):
+        raise InputError(f"--val-crop must be 0 or a multiple of 16 and >= 32, got {recipe.val_crop}")
     if recipe.crops_per_image < 1 or recipe.val_images < 0:
         raise InputError("--crops-per-image must be >= 1 and --val-images >= 0")
 
@@ -131,8 +142,8 @@ def build_bank(recipe: CropRecipe, task, progress: bool = True) -> CropBank:
     rng = np.random.default_rng(recipe.seed + 1)
     train = np.stack([_random_crop(rng, images[i][1], recipe.crop) for i in train_idx
                       for _ in range(recipe.crops_per_image)])
-    val = (np.stack([_centre_crop(images[i][1], recipe.crop) for i in val_idx]) if val_idx
-           else np.zeros((0, recipe.crop, recipe.crop, 3), np.uint8))
+    val = (np.stack([_centre_crop(images[i][1], recipe.val_side) for i in val_idx]) if val_idx
+           else np.zeros((0, recipe.val_side, recipe.val_side, 3), np.uint8))
     return CropBank(
         train=train, train_teacher=teacher_outputs(task, train, progress, "teacher (train crops)"),
         val=val, val_teacher=teacher_outputs(task, val, progress, "teacher (val crops)") if len(val) else
