@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,15 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared data folder {root} is absent")
     return root
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 300 KB tmpfs (needs root and mount rights; skipped where the sandbox forbids mounting)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()[:100]}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -276,18 +276,6 @@ def test_hevc_streams_signal_the_main_intra_profile(photos: Path, tmp_path: Path
                                               "intra": 1, "one_picture_only": 0}
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 300 KB tmpfs (needs root and mount rights; skipped where the sandbox forbids mounting)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()[:100]}")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], capture_output=True)
-
-
 def test_a_full_disk_gives_one_line_and_leaves_nothing_half_written(tiny_disk: Path, tmp_path: Path):
     src = tmp_path / "pngs"
     src.mkdir()

@@ -91,3 +91,20 @@ def test_proxy_eval_cache_recomputes_damaged_entries_and_keys_the_backend(tmp_pa
     again = cache.run([rgb], [50], keep_decoded=True)[0]
     assert again["bits"] == first["bits"] and np.array_equal(again["decoded"], first["decoded"])
     assert np.load(entry)["bits"] == first["bits"]  # rewritten whole
+
+
+def test_a_full_disk_under_the_cache_is_one_line_and_keeps_earlier_results(tiny_disk: Path):
+    """On a 300 KB tmpfs: batches are committed until the disk fills; the failing batch is an OutputError that
+    says so (not "not usable"), and everything committed before it reads back."""
+    from prepcodec.errors import OutputError
+
+    cache = ResultCache(tiny_disk / "cache.sqlite")
+    value = {"pred": list(range(2000))}  # ~9 KB of JSON per row
+    committed = 0
+    with pytest.raises(OutputError, match="the disk is full"):
+        for batch in range(100):
+            cache.put_many((_numbered_key(batch * 4 + j), value) for j in range(4))
+            committed = batch + 1
+    assert committed > 0
+    assert len(cache.get_many(_numbered_key(i) for i in range(committed * 4))) == committed * 4
+    cache.close()

@@ -154,3 +154,34 @@ def test_npp_weight_loader_survives_mutated_files(tmp_path_factory):
 
     check_meta()
     json.loads(meta)  # the unmutated metadata itself is valid
+
+
+def test_onnx_npp_loader_survives_mutated_files(tmp_path_factory):
+    """A real prepcodec ONNX export with a few bytes changed: an OnnxNPP or a PrepcodecError, nothing else."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from prepcodec.export.onnx_export import export_onnx
+    from prepcodec.export.onnx_npp import OnnxNPP
+    from prepcodec.npp.model import create_npp
+    from prepcodec.npp.zoo import export_npp
+
+    folder = tmp_path_factory.mktemp("fuzz-onnx")
+    weights = export_npp(create_npp("small"), folder / "good.pt")
+    x = np.ascontiguousarray(np.tile(photo(), (2, 2, 1)))  # 96x128: above the ONNX runner's 64 px minimum
+    export_onnx(str(weights), folder / "good.onnx", [x])
+    good = (folder / "good.onnx").read_bytes()
+
+    @FUZZ
+    @given(mutated(good))
+    def check(blob: bytes) -> None:
+        path = folder / "m.onnx"
+        path.write_bytes(blob)
+        try:
+            out = OnnxNPP(path)(x, 34.0)
+        except PrepcodecError:
+            return
+        except Exception as exc:  # onnxruntime may accept a damaged graph and fail at run time: say which
+            raise AssertionError(f"{type(exc).__name__} escaped: {exc}") from None
+        assert out.shape == x.shape and out.dtype == np.uint8
+
+    check()

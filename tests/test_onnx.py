@@ -1,6 +1,7 @@
-"""ONNX export of the NPP: onnxruntime matches torch on real photos at several sizes, `encode --npp X.onnx` writes
-the same bytes as the torch network, foreign or damaged ONNX files are refused in one line, and the light edge
-install (no torch) encodes with it (slow: builds its own venv)."""
+"""ONNX export of the NPP (a feature-guided mask network, the frozen Lite0 trunk inside the graph): onnxruntime
+matches torch on real photos at several sizes, `encode --npp X.onnx` writes the same bytes as the torch network,
+ROI-guided networks and foreign or damaged ONNX files are refused in one line, and the light edge install (no
+torch) encodes with it (slow: builds its own venv)."""
 
 from __future__ import annotations
 
@@ -22,22 +23,35 @@ EXE = Path(sys.executable).with_name("prepcodec")
 
 
 @pytest.fixture(scope="module")
-def cls_onnx(tmp_path_factory):
-    """The shipped npp:cls exported once through the CLI (which checks parity before writing)."""
-    out = tmp_path_factory.mktemp("onnx") / "cls.onnx"
-    proc = subprocess.run([str(EXE), "export", "onnx", str(out), "--npp", "cls"], capture_output=True, text=True,
-                          timeout=600)
+def net_pt(tmp_path_factory):
+    """A feature-guided mask network (frozen Lite0 trunk + U-Net + blend head) moved off its start, as a .pt."""
+    from prepcodec.npp.model import create_npp
+    from prepcodec.npp.zoo import export_npp
+
+    torch.manual_seed(0)
+    net = create_npp("small-mask")
+    for p in net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    return export_npp(net, tmp_path_factory.mktemp("npp") / "mask.pt")
+
+
+@pytest.fixture(scope="module")
+def cls_onnx(net_pt):
+    """That network exported once through the CLI (which checks parity on real photos before writing)."""
+    out = net_pt.with_suffix(".onnx")
+    proc = subprocess.run([str(EXE), "export", "onnx", str(out), "--npp", str(net_pt)], capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "onnxruntime matches torch" in proc.stdout
     return out
 
 
 @pytest.mark.weights
-def test_onnx_matches_torch_at_sizes_the_trace_never_saw(cls_onnx, sample_image):
+def test_onnx_matches_torch_at_sizes_the_trace_never_saw(cls_onnx, net_pt, sample_image):
     from prepcodec.export.onnx_npp import OnnxNPP
     from prepcodec.npp.preprocessors import npp_preprocessor
 
-    runner, torch_pre = OnnxNPP(cls_onnx), npp_preprocessor("cls")
+    runner, torch_pre = OnnxNPP(cls_onnx), npp_preprocessor(str(net_pt))
     assert runner.meta["weights_sha256"].startswith(torch_pre.spec.rsplit("@", 1)[1])
     photo = np.array(sample_image("coffee"))
     for rgb in (photo, photo[:97, :131], photo[:256, :64]):  # odd sizes; the trace was at 224x224
@@ -51,10 +65,10 @@ def test_onnx_matches_torch_at_sizes_the_trace_never_saw(cls_onnx, sample_image)
 
 
 @pytest.mark.weights
-def test_encode_with_the_onnx_npp_writes_the_torch_networks_bytes(cls_onnx, tmp_path):
+def test_encode_with_the_onnx_npp_writes_the_torch_networks_bytes(cls_onnx, net_pt, tmp_path):
     src = ROOT / "src/prepcodec/data/samples/chelsea.png"
     outs, said = {}, {}
-    for name, npp in (("onnx", str(cls_onnx)), ("torch", "cls")):
+    for name, npp in (("onnx", str(cls_onnx)), ("torch", str(net_pt))):
         outs[name] = tmp_path / f"{name}.hevc"
         proc = subprocess.run([str(EXE), "encode", str(src), str(outs[name]), "--qp", "34", "--npp", npp],
                               capture_output=True, text=True, timeout=300)
@@ -62,6 +76,18 @@ def test_encode_with_the_onnx_npp_writes_the_torch_networks_bytes(cls_onnx, tmp_
         said[name] = proc.stdout
     assert outs["onnx"].read_bytes() == outs["torch"].read_bytes()
     assert "@onnx-" in said["onnx"] and "@onnx-" not in said["torch"]  # each names what ran
+
+
+@pytest.mark.weights
+def test_roi_guided_networks_are_refused_by_the_exporter_in_one_line(tmp_path):
+    from prepcodec.npp.model import create_npp
+    from prepcodec.npp.zoo import export_npp
+
+    weights = export_npp(create_npp("roi-blend"), tmp_path / "roi.pt")
+    proc = subprocess.run([str(EXE), "export", "onnx", str(tmp_path / "roi.onnx"), "--npp", str(weights)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "ROI-guided" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "roi.onnx").exists()
 
 
 def test_foreign_or_damaged_onnx_files_are_refused_in_one_line(tmp_path):
@@ -86,7 +112,7 @@ def test_foreign_or_damaged_onnx_files_are_refused_in_one_line(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.weights
-def test_the_light_edge_install_encodes_with_onnx_and_has_no_torch(cls_onnx, tmp_path):
+def test_the_light_edge_install_encodes_with_onnx_and_has_no_torch(cls_onnx, net_pt, tmp_path):
     """`pip install --no-deps prepcodec && pip install -r requirements/edge.txt` in a fresh venv (docs/deploy.md)."""
     venv = tmp_path / "edge"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -99,7 +125,7 @@ def test_the_light_edge_install_encodes_with_onnx_and_has_no_torch(cls_onnx, tmp
     edge = subprocess.run([str(venv / "bin/prepcodec"), "encode", str(src), str(tmp_path / "edge.hevc"), "--qp", "34",
                            "--npp", str(cls_onnx), "--compare"], capture_output=True, text=True, timeout=300)
     assert edge.returncode == 0, edge.stderr
-    full = subprocess.run([str(EXE), "encode", str(src), str(tmp_path / "full.hevc"), "--qp", "34", "--npp", "cls"],
-                          capture_output=True, text=True, timeout=300)
+    full = subprocess.run([str(EXE), "encode", str(src), str(tmp_path / "full.hevc"), "--qp", "34",
+                           "--npp", str(net_pt)], capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr
     assert (tmp_path / "edge.hevc").read_bytes() == (tmp_path / "full.hevc").read_bytes()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prepcodec.data.datasets import image_hash
-from prepcodec.errors import InputError
+from prepcodec.errors import InputError, OutputError
 
 __all__ = ["SCHEMA_VERSION", "CacheKey", "ResultCache", "image_hash"]
 
@@ -67,6 +67,10 @@ class ResultCache:
         try:
             yield
         except sqlite3.DatabaseError as exc:  # also OperationalError (unopenable, read-only, locked too long)
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise OutputError(f"result cache {self.path}: the disk is full; the last batch was not committed "
+                                  "(the cache keeps every earlier result; a rerun resumes there once space is "
+                                  "free), or give a --cache on another disk") from None
             raise InputError(f"result cache {self.path} is not usable ({exc}); move it away or delete it (it only "
                              "holds results that can be recomputed), or give another --cache") from None
 

@@ -85,7 +85,13 @@ class OnnxNPP:
         if min(h, w) < MIN_SIDE:
             raise InputError(f"the ONNX NPP needs images of at least {MIN_SIDE} px a side, got {w}x{h}")
         feed = {"image": np.ascontiguousarray(x, np.float32), "qp": np.ascontiguousarray(qp, np.float32)}
-        return self.session.run([OUTPUT], feed)[0]
+        try:
+            out = self.session.run([OUTPUT], feed)[0]
+        except Exception as exc:  # a graph that loads but cannot run (a damaged file): onnxruntime's own types
+            raise InputError(f"{self.path}: onnxruntime could not run it ({type(exc).__name__})") from None
+        if out.shape != x.shape:
+            raise InputError(f"{self.path}: output {out.shape} does not match the input {x.shape}")
+        return out
 
     def __call__(self, rgb: np.ndarray, qp: float | None = None) -> np.ndarray:
         if qp is None:
