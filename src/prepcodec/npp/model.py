@@ -123,7 +123,7 @@ class BlendHead(nn.Module):
 
 ROI_SHARPNESS = 40.0  # logit slope of the soft CAM threshold: 0.05 above the threshold keeps 88 %, 0.1 above 98 %
 ROI_START_SIGMA = 2.0  # the background blur at initialisation (roi:blur:2)
-ROI_FEATHER_SIGMA = 0.01 * math.hypot(256, 256)  # the baseline's mask feathering for a 256² image, fixed (ONNX)
+ROI_FEATHER_SIGMA = 0.01 * math.hypot(256, 256)  # the baseline's feathering of a 256² image, for every size
 
 
 class QPMLP(nn.Module):
@@ -185,19 +185,11 @@ class ROIBlend(nn.Module):
         return m * x + (1 - m) * background
 
 
-class QPAdaptive(nn.Module):
+class QPAdaptive(QPMLP):
     """Per-channel scales from the QP: s = 2·sigmoid(MLP(qp_norm)), initialised to s = 1."""
 
-    def __init__(self, channels: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(1, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
-
     def forward(self, feat: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        q = ((qp - QP_CENTER) / QP_SCALE).view(-1, 1).to(feat.dtype)
-        scale = 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(q))))
+        scale = 2.0 * torch.sigmoid(super().forward(qp.to(feat.dtype)))
         return feat * scale.view(feat.shape[0], -1, 1, 1)
 
 
