@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,14 @@ def encoder_cost(repeats: int, sizes: list[str]) -> list[tuple]:
     return rows
 
 
+def _ms(t: float) -> str:
+    return "—" if math.isnan(t) else f"{t * 1e3:.0f}"
+
+
+def _pct(t: float, ref: float) -> str:
+    return "— (not exportable)" if math.isnan(t) else f"{100 * t / ref:.1f} %"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -169,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
              "(eval preset = veryslow, QP 37) of the same picture; goal: NPP <= 10 % of the encode at 512².", "",
              "| picture | NPP | torch ms | onnxruntime ms | hevc encode ms | torch / encode | onnxruntime / encode |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {n} | `{z}` | {a * 1e3:.0f} | {o * 1e3:.0f} | {b * 1e3:.0f} | {100 * a / b:.1f} % | "
-              f"{100 * o / b:.1f} % |" for n, z, a, o, b in cost]
+    lines += [f"| {n} | `{z}` | {a * 1e3:.0f} | {_ms(o)} | {b * 1e3:.0f} | {100 * a / b:.1f} % | {_pct(o, b)} |"
+              for n, z, a, o, b in cost]
     write_section(args.out, "\n".join(lines) + "\n", COST)
     print("\n".join(f"{n}: {t:.3f} s" for n, t in parts))
     print("\n".join(f"{n} {z}: torch {a * 1e3:.0f} ms, onnxruntime {o * 1e3:.0f} ms, encode {b * 1e3:.0f} ms"

@@ -91,7 +91,7 @@ NPP_SIZES: dict[str, NPPConfig] = {
     # the roi:blur:2 baseline as a trainable network: the classifier's own Grad-CAM (forward-only, npp.features.TaskCAM)
     # gives the keep-mask; learned are the CAM threshold and the background's blur per QP and a per-pixel mask
     # correction (ROIBlend); at initialisation it is roi:blur:2 up to a soft threshold (tested)
-    "roi-blend": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
+    "roi-blend": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(0.5, 1.0, 2.0, 4.0), residual=False,
                            roi="effnet-lite0"),
 }
 
