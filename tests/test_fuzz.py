@@ -185,3 +185,32 @@ def test_onnx_npp_loader_survives_mutated_files(tmp_path_factory):
         assert out.shape == x.shape and out.dtype == np.uint8
 
     check()
+
+
+# pieces of real arguments and junk, so the parsers see near-valid text, not only noise
+ARG_PIECES = [*"0123456789.,:-+e[]_ |/", "nan", "inf", "npp:", "roi:", "blur:", "flat:", "bilateral:", "none",
+              "imagenet-eval", "coco-val", "fsim", "lpips", "\x00"]
+ARG_TEXT = st.lists(st.sampled_from(ARG_PIECES), max_size=12).map("".join)
+
+
+def test_cli_argument_parsers_accept_or_refuse_in_one_line():
+    """--levels, --fidelity, --pre, --val-qps and --data text: a valid value or a PrepcodecError, nothing else."""
+    from prepcodec.commands.train_cmd import _ints
+    from prepcodec.data.datasets import get_dataset
+    from prepcodec.eval.sweep import parse_fidelity, parse_levels
+    from prepcodec.npp.preprocessors import parse_pre
+
+    parsers = (parse_levels, parse_fidelity, lambda t: parse_pre(t), lambda t: _ints(t, "--val-qps"),
+               get_dataset)
+
+    @FUZZ
+    @given(st.sampled_from(range(len(parsers))), ARG_TEXT)
+    def check(which: int, text: str) -> None:
+        try:
+            out = parsers[which](text)
+        except PrepcodecError:
+            return
+        if which == 0:
+            assert out and all(v == v and abs(v) != float("inf") for v in out), out  # finite numbers only
+
+    check()

@@ -9,6 +9,7 @@ resumes where it stopped and a repeated one only reads the cache.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -97,6 +98,8 @@ def parse_levels(text: str) -> list[float]:
         raise InputError(f"--levels must be comma-separated numbers, got {text!r}") from None
     if not levels:
         raise InputError("--levels is empty")
+    if not all(math.isfinite(v) for v in levels):
+        raise InputError(f"--levels must be finite numbers, got {text!r}")
     if len(set(levels)) != len(levels):
         raise InputError(f"--levels has duplicates: {text!r}")
     return levels
