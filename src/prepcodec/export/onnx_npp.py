@@ -36,7 +36,10 @@ def _runtime():
 
 def read_metadata(session) -> dict:
     """The prepcodec metadata of a loaded session; InputError when the file is not a prepcodec NPP export."""
-    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        meta = session.get_modelmeta().custom_metadata_map
+    except UnicodeDecodeError:  # a damaged metadata string (found by tests/test_fuzz.py)
+        raise InputError("its metadata is not valid UTF-8 (a damaged file)") from None
     if meta.get("format") != ONNX_FORMAT:
         raise InputError("not a prepcodec NPP export (no prepcodec metadata): write one with "
                          "`prepcodec export onnx --npp NAME OUT.onnx`")

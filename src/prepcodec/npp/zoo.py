@@ -58,6 +58,8 @@ def resolve(spec: str) -> Path:
         path = Path(spec).expanduser()
         if not path.exists():
             raise InputError(f"NPP weights {path} not found")
+        if not path.is_file():
+            raise InputError(f"NPP weights {path} is not a file (give an exported .pt)")
         return path
     path = WEIGHTS_DIR / f"{spec}.pt"
     if not path.exists():
