@@ -218,42 +218,35 @@ def _ue(v: int) -> str:
     return "0" * (len(code) - 1) + code
 
 
-def test_hevc_sps_size_is_read_and_limited_before_decoding():
-    """A real stream whose SPS is replaced by one declaring 16384x16384 is refused from the header (no decode)."""
-    from prepcodec.codecs.annexb import _emulation_prevent, hevc_sps_size, split_nals
+# per codec: its SPS NAL test, and the RBSP of a minimal SPS declaring 16384x16384 (H.265 7.3.2.2: ids, one layer,
+# an all-zero profile/tier/level, 4:2:0; H.266 7.3.2.4: ids, one sublayer, 4:2:0, CTU 128, no PTL, no GDR/RPR)
+FORGED_SPS = {
+    "hevc": (lambda n: (n[0] >> 1) & 0x3F == 33,
+             "0000" + "000" + "1" + "0" * 96 + _ue(0) + _ue(1) + _ue(16384) + _ue(16384) + "1"),
+    "vvc": (lambda n: (n[1] >> 3) & 0x1F == 15,
+            "0000" + "0000" + "000" + "01" + "10" + "0" + "0" + "0" + _ue(16384) + _ue(16384) + "1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGED_SPS))
+def test_sps_size_is_read_and_limited_before_decoding(name):
+    """The encoder's own SPS (for vvc with profile/tier/level and constraint info present) parses to the coded size;
+    a real stream whose SPS is replaced by one declaring 16384x16384 is refused from the header (no decode)."""
+    from prepcodec.codecs.annexb import _emulation_prevent, hevc_sps_size, split_nals, vvc_sps_size
     from prepcodec.errors import PrepcodecError
 
-    codec = get_codec("hevc")
-    rgb = np.asarray(Image.open(next(p for p in sample_paths() if p.stem == "chelsea")).convert("RGB"))[:64, :96]
-    data = codec.encode(np.ascontiguousarray(rgb), 37, "fast")
-    assert hevc_sps_size(data) == (96, 64)
-    sps = next(n for n in split_nals(data) if (n[0] >> 1) & 0x3F == 33)
-    bits = "0000" + "000" + "1" + "0" * 96 + _ue(0) + _ue(1) + _ue(16384) + _ue(16384) + "1"
-    bits += "0" * (-len(bits) % 8)
-    forged = sps[:2] + _emulation_prevent(bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)))
-    crafted = data.replace(sps, forged)
-    assert hevc_sps_size(crafted) == (16384, 16384)
-    with pytest.raises(PrepcodecError, match="beyond the limit"):
-        codec.decode(crafted)
-
-
-def test_vvc_sps_size_is_read_and_limited_before_decoding():
-    """vvenc's SPS (profile/tier/level and constraint info present) parses to the coded size; a forged SPS declaring
-    16384x16384 is refused from the header, before the decoder allocates anything."""
-    from prepcodec.codecs.annexb import _emulation_prevent, split_nals, vvc_sps_size
-    from prepcodec.errors import PrepcodecError
-
-    codec = get_codec("vvc")
+    codec = get_codec(name)
     if not codec.availability()[0]:
         pytest.skip(codec.availability()[1])
+    sps_size = {"hevc": hevc_sps_size, "vvc": vvc_sps_size}[name]
+    is_sps, bits = FORGED_SPS[name]
     rgb = np.asarray(Image.open(next(p for p in sample_paths() if p.stem == "chelsea")).convert("RGB"))[:64, :96]
     data = codec.encode(np.ascontiguousarray(rgb), 37, "fast")
-    assert vvc_sps_size(data) == (96, 64)
-    sps = next(n for n in split_nals(data) if (n[1] >> 3) & 0x1F == 15)
-    bits = "0000" + "0000" + "000" + "01" + "10" + "0" + "0" + "0" + _ue(16384) + _ue(16384) + "1"
+    assert sps_size(data) == (96, 64)
+    sps = next(n for n in split_nals(data) if is_sps(n))
     bits += "0" * (-len(bits) % 8)
     forged = sps[:2] + _emulation_prevent(bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)))
     crafted = data.replace(sps, forged)
-    assert vvc_sps_size(crafted) == (16384, 16384)
+    assert sps_size(crafted) == (16384, 16384)
     with pytest.raises(PrepcodecError, match="beyond the limit"):
         codec.decode(crafted)

@@ -24,7 +24,7 @@ from prepcodec.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_init(parent: int | None = None) -> None:
-    for var in _THREAD_ENV:
+    for var in THREAD_ENV_VARS:
         os.environ[var] = "1"
     if parent is not None:
         _exit_with_parent(parent)
@@ -168,8 +168,8 @@ class CodecPool:
         return lambda: [f.result() for f in futures]
 
     def map(self, fn: Callable, jobs: Sequence[tuple]) -> Iterator:
-        """`fn(*job)` for every job, results in order as they finish in order (a generator); `fn` must be a
-        module-level function (the workers import it). Without workers the jobs run here, one by one."""
+        """`fn(*job)` for every job, results in job order (a generator; all jobs are queued at once); `fn` must be
+        a module-level function (the workers import it). Without workers the jobs run here, one by one."""
         if self._executor is None:
             return (fn(*job) for job in jobs)
         futures = [self._executor.submit(fn, *job) for job in jobs]

@@ -14,9 +14,8 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from prepcodec.codecs.pool import THREAD_ENV_VARS
 from prepcodec.errors import BackendUnavailable
-
-THREAD_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
 
 
 def _ray():
@@ -62,7 +61,7 @@ class RayExecutor:
             if address is not None:
                 probe_address(address)
             kwargs = {"address": address, "include_dashboard": False, "log_to_driver": False,
-                      "runtime_env": {"env_vars": THREAD_ENV}, "configure_logging": False}
+                      "runtime_env": {"env_vars": dict.fromkeys(THREAD_ENV_VARS, "1")}, "configure_logging": False}
             if address is None:
                 kwargs["num_cpus"] = workers or os.cpu_count() or 1
             try:
@@ -71,7 +70,6 @@ class RayExecutor:
                 where = address or "a new local instance"
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 raise BackendUnavailable(f"cannot start or reach Ray at {where}: {first}") from None
-        self.address = address
         self._task = ray.remote(num_cpus=1, max_retries=0)(_call)
 
     def submit(self, fn: Callable, *args) -> Future:

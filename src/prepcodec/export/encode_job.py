@@ -105,9 +105,11 @@ def write_manifest(folder: Path, rows: list[EncodeRow]) -> list[Path]:
             write_text(folder / "manifest.csv", buf.getvalue())]
 
 
+@functools.cache
 def npp_for_encode(spec: str):
     """The preprocessor `--npp` names: an .onnx export runs on onnxruntime (torch is never imported: the light
-    edge install); a shipped name or .pt on torch."""
+    edge install); a shipped name or .pt on torch. Cached: the command's own check of `--npp` and every job in the
+    same process share one loaded network (pool workers load it once each)."""
     spec = spec.removeprefix("npp:")
     if spec.lower().endswith(".onnx"):
         from prepcodec.export.onnx_npp import OnnxNPP
@@ -116,11 +118,6 @@ def npp_for_encode(spec: str):
     from prepcodec.npp.preprocessors import npp_preprocessor
 
     return npp_preprocessor(spec)
-
-
-@functools.cache
-def _cached_npp(spec: str):
-    return npp_for_encode(spec)
 
 
 @dataclass
@@ -144,7 +141,7 @@ def encode_file(path: str, codec_name: str, preset: str, level: int | None, npp:
     notes: list[str] = []
     try:
         rgb = load_image(Path(path), notes)
-        pre = _cached_npp(npp) if npp else None
+        pre = npp_for_encode(npp) if npp else None
         data, row = encode_image(get_codec(codec_name), rgb, preset, level, pre, target_bpp, compare)
     except PrepcodecError as exc:
         return FileResult(None, None, notes, f"{path}: {exc}")

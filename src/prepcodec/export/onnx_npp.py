@@ -9,7 +9,6 @@ codec backends only.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -58,14 +57,12 @@ class OnnxNPP:
     qp_aware = True
     is_identity = False
 
-    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         ort = _runtime()
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such ONNX file")
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
@@ -77,10 +74,6 @@ class OnnxNPP:
             raise InputError(f"{self.path}: {exc}") from None
         self.sha256 = file_sha256(self.path)
         self.spec = f"npp:{self.meta.get('name', self.path.stem)}@onnx-{self.sha256[:12]}"
-
-    @property
-    def config(self) -> dict:
-        return json.loads(self.meta.get("config", "{}"))
 
     def run(self, x: np.ndarray, qp: np.ndarray) -> np.ndarray:
         """Float (N, 3, H, W) in [0, 1] and (N,) QPs -> float (N, 3, H, W) in [0, 1]."""

@@ -49,21 +49,14 @@ class TaskFeatures:
         self.model = load_state(build(variant), pip_weights_file(f"{variant}.pth")).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.last = max(TAPS.values())
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         m = self.model
         if next(m.parameters()).device != x.device:
             m.to(x.device)
-        h = F.relu6(m._bn0(m._conv_stem((x.detach().float() * 255.0 - 127.0) / 128.0)))
-        out = {}
-        wanted = {i: s for s, i in TAPS.items()}
-        for i, block in enumerate(m._blocks[: self.last + 1]):
-            h = block(h)
-            if i in wanted:
-                out[wanted[i]] = h.to(x.dtype)
-        return out
+        _, tapped = m.trunk((x.detach().float() * 255.0 - 127.0) / 128.0, frozenset(TAPS.values()))
+        return {s: tapped[i].to(x.dtype) for s, i in TAPS.items()}
 
 
 class FeatureAdapter(nn.Module):
@@ -79,7 +72,8 @@ class FeatureAdapter(nn.Module):
 
 class TaskCAM:
     """Callable `x in [0, 1] (N, 3, H, W) -> (N, 1, H, W) in [0, 1]`: the classifier's Grad-CAM for its own top-1
-    class on x, computed forward-only (frozen, no gradient, exportable to ONNX).
+    class on x, computed forward-only (frozen, no gradient; not ONNX-exportable: the task's resize is an
+    antialiased bicubic, `export.onnx_export`).
 
     The `roi:blur` baseline takes Grad-CAM at the last convolution (the 1x1 head conv A) of the log-probability of
     the top-1 class c. Through the head (BN, ReLU6, global average pooling, linear layer, log-softmax) that gradient
@@ -100,19 +94,15 @@ class TaskCAM:
         m = self.task.model
         if next(m.parameters()).device != x.device:
             self.task.to(x.device)
-        h = self.task.preprocess(x.float())
-        h = F.relu6(m._bn0(m._conv_stem(h)))
-        for block in m._blocks:
-            h = block(h)
-        a = m._conv_head(h)  # (N, K, s, s): the layer Grad-CAM hooks
+        a = m._conv_head(m.trunk(self.task.preprocess(x.float()))[0])  # (N, K, s, s): the layer Grad-CAM hooks
         bn = m._bn1
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        z = F.relu6(bn(a))
-        logits = m._fc(z.mean(dim=(2, 3)))
+        normed = bn(a)
+        logits = m._fc(F.relu6(normed).mean(dim=(2, 3)))
         p = logits.softmax(dim=1)
         onehot = F.one_hot(p.argmax(dim=1), p.shape[1]).to(p.dtype)
         v = (onehot - p) @ m._fc.weight  # (N, K): d log p_c / d pooled features
-        live = ((bn(a) > 0) & (bn(a) < 6)).to(a.dtype)
+        live = ((normed > 0) & (normed < 6)).to(a.dtype)
         weights = (v * scale)[:, :, None, None] * live  # d log p_c / dA (times S, which the peak removes)
         cam = F.relu((weights.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -24,8 +24,7 @@ from torch import nn
 
 from prepcodec.errors import InputError
 
-ROI_CAM_START = 0.5  # = npp.baselines.ROI_CAM_THRESHOLD, the baseline's Grad-CAM cut
-KEEP_BIAS_ROI = 8.0  # initial logit of the baseline's blur in the background mix (the others at 0: 0.07 % each)
+ROI_START_LOGIT = 8.0  # initial logit of the baseline's blur in the background mix (the others at 0: 0.03 % each)
 QP_CENTER = 34.0  # HEVC QP the conditioning is centred on (middle of the paper's 28..41 range)
 QP_SCALE = 10.0
 DOWN_MODES = ("pool", "stride")
@@ -158,7 +157,7 @@ class ROIBlend(nn.Module):
         self.mix = QPMLP(len(self.sigmas), config.qp_hidden)
         start = torch.zeros(len(self.sigmas))
         if ROI_START_SIGMA in self.sigmas:
-            start[self.sigmas.index(ROI_START_SIGMA)] = KEEP_BIAS_ROI
+            start[self.sigmas.index(ROI_START_SIGMA)] = ROI_START_LOGIT
         self.mix_bias = nn.Parameter(start)
         c = config.base_channels
         self.conv1 = nn.Conv2d(4 * 4, c, 3, padding=1)
@@ -169,11 +168,11 @@ class ROIBlend(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        from prepcodec.npp.baselines import gaussian_blur
+        from prepcodec.npp.baselines import ROI_CAM_THRESHOLD, gaussian_blur
 
         height, width = x.shape[-2:]
         cam = self.cam(x)
-        t = ROI_CAM_START + 0.5 * torch.tanh(self.threshold(qp)).view(-1, 1, 1, 1)
+        t = ROI_CAM_THRESHOLD + 0.5 * torch.tanh(self.threshold(qp)).view(-1, 1, 1, 1)
         h = torch.cat([x, cam], dim=1)
         ph, pw = height % 2, width % 2
         h = F.pixel_unshuffle(F.pad(h, (0, pw, 0, ph), mode="replicate"), 2)

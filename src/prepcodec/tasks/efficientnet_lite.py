@@ -141,11 +141,20 @@ class EfficientNetLite(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
+    def trunk(self, x: torch.Tensor,
+              taps: frozenset[int] = frozenset()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Stem and blocks (what the head reads), and the outputs of the blocks whose index is in `taps`; with taps
+        it stops after the last tapped block. Shared by `forward` and the NPP's frozen feature / CAM readers."""
+        h = F.relu6(self._bn0(self._conv_stem(x)))
+        tapped = {}
+        for i, block in enumerate(self._blocks[: max(taps) + 1] if taps else self._blocks):
+            h = block(h)
+            if i in taps:
+                tapped[i] = h
+        return h, tapped
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
+        x = F.relu6(self._bn1(self._conv_head(self.trunk(x)[0])))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self._fc(self._dropout(x))
 
