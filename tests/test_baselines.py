@@ -85,6 +85,8 @@ def test_roi_on_classifier_keeps_attended_region():
     x = to_tensor(rgb)
     cam = baselines.grad_cam(task, x)
     assert cam.shape == (1, 1, 400, 600) and float(cam.max()) == pytest.approx(1.0)
+    # the classifier saw the centre 224 of a 256x384 resize: columns < 125 and >= 475 of the image never reached it
+    assert float(cam[..., :120].abs().sum()) == 0.0 and float(cam[..., 480:].abs().sum()) == 0.0
     keep = cam >= baselines.ROI_CAM_THRESHOLD
     assert 0.02 < float(keep.float().mean()) < 0.9  # a region, not nothing and not everything
     pre = parse_pre("roi:blur:6", task)

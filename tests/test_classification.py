@@ -16,7 +16,7 @@ from prepcodec.data.samples import sample_paths
 from prepcodec.errors import InputError, WeightsMissing
 from prepcodec.tasks.efficientnet_lite import VARIANTS, SameConv2d, build
 from prepcodec.tasks.imagenet_classes import class_names
-from prepcodec.tasks.resize import letterbox, resize_center_crop, unletterbox_boxes
+from prepcodec.tasks.resize import crop_frame, letterbox, resize_center_crop, resize_to, uncrop_map, unletterbox_boxes
 from prepcodec.tasks.weights import pip_weights_file
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -86,6 +86,43 @@ def test_class_names_match_torchvision():
 
 
 # --- resize helpers ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("hw", [(256, 256), (400, 600), (640, 427)])
+def test_uncrop_map_puts_a_model_input_map_where_the_crop_took_its_pixels(hw):
+    """A map over the 224 crop lands on the crop's window of the image, 0 where the classifier saw nothing."""
+    H, W = hw
+    rh, rw, top, left = crop_frame(hw, 224, 0.875)
+    # a marker pixel in the image, seen through the transform, must come back to its own place
+    x = torch.zeros(1, 1, H, W)
+    cy, cx = H // 2 + H // 10, W // 2 - W // 10
+    x[..., cy - 3 : cy + 4, cx - 3 : cx + 4] = 1.0
+    back = uncrop_map(resize_center_crop(x, 224, 0.875, mode="bilinear", antialias=False), hw, 224, 0.875)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    w = back[0, 0] / back.sum()
+    assert abs(float((w * ys).sum()) - cy) <= 1.0 and abs(float((w * xs).sum()) - cx) <= 1.0  # centre of mass
+    ones = uncrop_map(torch.ones(1, 1, 7, 7), hw, 224, 0.875)
+    assert ones.shape == (1, 1, H, W)
+    sy, sx = H / rh, W / rw  # crop window in image pixels
+    assert float(ones[..., : max(0, int(top * sy) - 1), :].abs().sum()) == 0.0
+    assert float(ones[..., :, : max(0, int(left * sx) - 1)].abs().sum()) == 0.0
+    inner = ones[..., int((top + 4) * sy) : int((top + 220) * sy), int((left + 4) * sx) : int((left + 220) * sx)]
+    assert float(inner.min()) == pytest.approx(1.0)
+    if (H, W) == (256, 256):
+        assert (rh, rw, top, left) == (256, 256, 16, 16)
+
+
+@pytest.mark.parametrize("hw", [(256, 256), (224, 224), (400, 600), (640, 427), (100, 90), (255, 257)])
+def test_matrix_resizes_are_the_interpolate_ones(hw):
+    """The traceable matrix forms reproduce F.interpolate's antialiased bicubic crop and bilinear placement."""
+    from prepcodec.tasks.resize_matrix import resize_center_crop_matrix, uncrop_map_matrix
+
+    x = tensor(photo("coffee"))[..., :1, :, :]
+    x = resize_to(x, hw, mode="bilinear")  # real content at the size under test
+    x = x.expand(1, 3, *hw)
+    torch.testing.assert_close(resize_center_crop_matrix(x, 224), resize_center_crop(x, 224), atol=2e-6, rtol=0)
+    m = resize_center_crop(x, 7)[:, :1]
+    torch.testing.assert_close(uncrop_map_matrix(m, x, 224), uncrop_map(m, hw, 224), atol=2e-6, rtol=0)
+
+
 def test_resize_center_crop_is_standard_eval_transform():
     x = tensor(photo("kodim23"))[..., :256, :300]
     y = resize_center_crop(x, 224, 0.875)  # shorter side already 256: pure centre crop

@@ -1,7 +1,7 @@
-"""ONNX export of the NPP (a feature-guided mask network, the frozen Lite0 trunk inside the graph): onnxruntime
-matches torch on real photos at several sizes, `encode --npp X.onnx` writes the same bytes as the torch network,
-ROI-guided networks and foreign or damaged ONNX files are refused in one line, and the light edge install (no
-torch) encodes with it (slow: builds its own venv)."""
+"""ONNX export of the NPP (the shipped ROI-guided npp:cls and a feature-guided mask network, the frozen Lite0 trunk
+inside both graphs): onnxruntime matches torch on real photos at several sizes, `encode --npp X.onnx` writes the
+same bytes as the torch network, foreign or damaged ONNX files are refused in one line, and the light edge install
+(no torch) encodes with it (slow: builds its own venv)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EXE = Path(sys.executable).with_name("prepcodec")
 
 
-@pytest.fixture(scope="module")
-def net_pt(tmp_path_factory):
-    """A feature-guided mask network (frozen Lite0 trunk + U-Net + blend head) moved off its start, as a .pt."""
+@pytest.fixture(scope="module", params=["shipped-cls", "mask"])
+def net_pt(request, tmp_path_factory):
+    """The shipped npp:cls (ROI-guided: the classifier's resize, crop and Grad-CAM inside the graph), and a
+    feature-guided mask network (frozen Lite0 trunk + U-Net + blend head) moved off its start, as .pt files."""
     from prepcodec.npp.model import create_npp
-    from prepcodec.npp.zoo import export_npp
+    from prepcodec.npp.zoo import export_npp, resolve
 
+    if request.param == "shipped-cls":
+        return resolve("cls")
     torch.manual_seed(0)
     net = create_npp("small-mask")
     for p in net.parameters():
@@ -36,9 +39,9 @@ def net_pt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cls_onnx(net_pt):
+def cls_onnx(net_pt, tmp_path_factory):
     """That network exported once through the CLI (which checks parity on real photos before writing)."""
-    out = net_pt.with_suffix(".onnx")
+    out = tmp_path_factory.mktemp("onnx") / f"{net_pt.stem}.onnx"
     proc = subprocess.run([str(EXE), "export", "onnx", str(out), "--npp", str(net_pt)], capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -76,18 +79,6 @@ def test_encode_with_the_onnx_npp_writes_the_torch_networks_bytes(cls_onnx, net_
         said[name] = proc.stdout
     assert outs["onnx"].read_bytes() == outs["torch"].read_bytes()
     assert "@onnx-" in said["onnx"] and "@onnx-" not in said["torch"]  # each names what ran
-
-
-@pytest.mark.weights
-def test_roi_guided_networks_are_refused_by_the_exporter_in_one_line(tmp_path):
-    from prepcodec.npp.model import create_npp
-    from prepcodec.npp.zoo import export_npp
-
-    weights = export_npp(create_npp("roi-blend"), tmp_path / "roi.pt")
-    proc = subprocess.run([str(EXE), "export", "onnx", str(tmp_path / "roi.onnx"), "--npp", str(weights)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "ROI-guided" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "roi.onnx").exists()
 
 
 def test_foreign_or_damaged_onnx_files_are_refused_in_one_line(tmp_path):

@@ -226,7 +226,7 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
         return CacheKey(h, "teacher", "", "", "", "none", task_key)
 
     def key(h: str, level: float) -> CacheKey:
-        return CacheKey(h, cfg.codec, backend, _level_text(level), cfg.preset, pre.spec, task_key)
+        return CacheKey(h, cfg.codec, backend, _level_text(level), cfg.preset, pre.cache_spec, task_key)
 
     bar = tqdm(total=len(items) * len(levels), desc=f"{cfg.codec} {pre.spec} {cfg.task}", unit="img",
                disable=not progress)

@@ -62,10 +62,6 @@ def export_onnx(spec: str, out: str | os.PathLike, check_images: list[np.ndarray
         raise InputError(f"an ONNX export is written as .onnx, got {out}")
     net = load_npp(spec)
     model = net.model.eval()
-    if model.config.roi:
-        raise InputError(f"npp:{net.name} is ROI-guided (it runs {model.config.roi}'s resize to 256 + centre crop, an "
-                         "antialiased bicubic resize the TorchScript ONNX exporter has no operator for); export a "
-                         "network without roi, or run this one with torch")
     example = (torch.rand(1, 3, TRACE_SIDE, TRACE_SIDE, generator=torch.Generator().manual_seed(0)),
                torch.tensor([34.0]))
     dyn = {"image": {0: "n", 2: "height", 3: "width"}, "qp": {0: "n"}, OUTPUT: {0: "n", 2: "height", 3: "width"}}

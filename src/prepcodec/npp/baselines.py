@@ -18,6 +18,8 @@ from prepcodec.tasks.base import Task
 
 ROI_SCORE_THRESHOLD = 0.3  # detections / keypoints above this score define the kept region
 ROI_CAM_THRESHOLD = 0.5  # Grad-CAM (normalised to [0, 1]) above this is kept (the usual Grad-CAM cut)
+# Grad-CAM placement: 2 = mapped through the classifier's resize + centre crop (1 stretched it over the image)
+CAM_REVISION = "cam2"
 ROI_MARGIN = 0.05  # boxes grow by this fraction of the image diagonal: context around objects helps detectors
 
 
@@ -120,9 +122,16 @@ def grad_cam(task: Task, x: torch.Tensor) -> torch.Tensor:
         act = feats[-1].detach()
         weights = (-grad).mean(dim=(2, 3), keepdim=True)  # d log p_c / dA, averaged spatially
         cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)
+        cam = _to_image(task, cam, (h, w))
     peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     return (cam / peak).detach()
+
+
+def _to_image(task: Task, cam: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """A map over the task's model input on the image: through the task's crop geometry when it has one."""
+    if hasattr(task, "map_to_image"):
+        return task.map_to_image(cam, hw)
+    return F.interpolate(cam, size=hw, mode="bilinear", align_corners=False)
 
 
 def _task_boxes(task: Task, x: torch.Tensor) -> list[list[list[float]]]:

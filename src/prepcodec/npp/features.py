@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prepcodec.errors import InputError
+from prepcodec.tasks.resize_matrix import resize_center_crop_matrix, uncrop_map_matrix
 
 # block index after which a feature map is tapped, per stride (EfficientNet-Lite0/1/2 stage layout)
 TAPS = {8: 4, 16: 10, 32: 15}
@@ -72,8 +73,9 @@ class FeatureAdapter(nn.Module):
 
 class TaskCAM:
     """Callable `x in [0, 1] (N, 3, H, W) -> (N, 1, H, W) in [0, 1]`: the classifier's Grad-CAM for its own top-1
-    class on x, computed forward-only (frozen, no gradient; not ONNX-exportable: the task's resize is an
-    antialiased bicubic, `export.onnx_export`).
+    class on x, computed forward-only (frozen, no gradient). The classifier's resize + centre crop and the map's way
+    back onto the image are matrix products built from the input size (`tasks.resize_matrix`), so an ONNX trace of
+    an ROI-guided NPP holds for every size.
 
     The `roi:blur` baseline takes Grad-CAM at the last convolution (the 1x1 head conv A) of the log-probability of
     the top-1 class c. Through the head (BN, ReLU6, global average pooling, linear layer, log-softmax) that gradient
@@ -94,7 +96,9 @@ class TaskCAM:
         m = self.task.model
         if next(m.parameters()).device != x.device:
             self.task.to(x.device)
-        a = m._conv_head(m.trunk(self.task.preprocess(x.float()))[0])  # (N, K, s, s): the layer Grad-CAM hooks
+        task = self.task
+        crop = resize_center_crop_matrix(x.float(), task.resolution, task.crop_ratio)  # = task.preprocess, traceable
+        a = m._conv_head(m.trunk(task.normalise(crop))[0])  # (N, K, s, s): the layer Grad-CAM hooks
         bn = m._bn1
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         normed = bn(a)
@@ -105,6 +109,6 @@ class TaskCAM:
         live = ((normed > 0) & (normed < 6)).to(a.dtype)
         weights = (v * scale)[:, :, None, None] * live  # d log p_c / dA (times S, which the peak removes)
         cam = F.relu((weights.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        cam = uncrop_map_matrix(cam, x, task.resolution, task.crop_ratio)  # = task.map_to_image, traceable
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         return (cam / peak).to(x.dtype)

@@ -38,10 +38,17 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 class Preprocessor:
     """rgb uint8 -> rgb uint8 before encoding. `qp` is the HEVC-QP-axis level (used by QP-aware NPPs only)."""
 
-    def __init__(self, spec: str, fn: Callable[..., torch.Tensor] | None, qp_aware: bool = False) -> None:
+    def __init__(self, spec: str, fn: Callable[..., torch.Tensor] | None, qp_aware: bool = False,
+                 revision: str = "") -> None:
         self.spec = spec
         self._fn = fn
         self.qp_aware = qp_aware
+        self.revision = revision
+
+    @property
+    def cache_spec(self) -> str:
+        """The spec plus the revision of the code behind it: a fixed bug must not be served its old results."""
+        return f"{self.spec}#{self.revision}" if self.revision else self.spec
 
     @property
     def is_identity(self) -> bool:
@@ -78,7 +85,8 @@ def npp_preprocessor(name_or_path: str) -> Preprocessor:
     def run(x: torch.Tensor, qp: float) -> torch.Tensor:
         return net.model(x, float(qp))
 
-    return Preprocessor(f"npp:{net.name}@{net.sha256[:12]}", run, qp_aware=True)
+    revision = baselines.CAM_REVISION if net.model.config.roi else ""
+    return Preprocessor(f"npp:{net.name}@{net.sha256[:12]}", run, qp_aware=True, revision=revision)
 
 
 def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float("inf")) -> float:
@@ -123,7 +131,8 @@ def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
             mask = baselines.roi_mask(task, x)
             return baselines.suppress(x, mask, mode, strength)
 
-        return Preprocessor(f"roi:{mode}:{strength:g}", roi)
+        revision = baselines.CAM_REVISION if task.kind == "classification" else ""
+        return Preprocessor(f"roi:{mode}:{strength:g}", roi, revision=revision)
     if kind == "npp" and len(parts) >= 2 and text[4:].strip():
         return npp_preprocessor(text[4:].strip())
     raise InputError(f"unknown --pre {spec!r}; expected {PRE_HELP}")

@@ -23,7 +23,7 @@ from prepcodec.tasks.base import Task
 from prepcodec.tasks.efficientnet_lite import VARIANTS, EfficientNetLite, build, load_state
 from prepcodec.tasks.imagenet_classes import class_names
 from prepcodec.tasks.registry import register_task
-from prepcodec.tasks.resize import resize_center_crop
+from prepcodec.tasks.resize import resize_center_crop, uncrop_map
 from prepcodec.tasks.weights import pip_weights_file
 
 NUM_CLASSES = 1000
@@ -95,12 +95,19 @@ class ClassificationTask(Task):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB of any size -> the normalised model input (resize, centre crop, normalise)."""
         x = check_images(images).to(self.device, torch.float32)
-        x = resize_center_crop(x, self.resolution, self.crop_ratio)
+        return self.normalise(resize_center_crop(x, self.resolution, self.crop_ratio))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB at the model resolution -> what the network's first conv expects."""
         if self.norm == "tf":
             return (x * 255.0 - 127.0) / 128.0
         mean = x.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
         std = x.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1)
         return (x - mean) / std
+
+    def map_to_image(self, m: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        """A spatial map over the model input (N, C, h, w) placed on the original image; 0 outside the crop."""
+        return uncrop_map(m, image_hw, self.resolution, self.crop_ratio)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1000) logits, differentiable w.r.t. `images`."""

@@ -65,6 +65,31 @@ def resize_center_crop(
     return center_crop(resize_short_side(x, short, mode=mode, antialias=antialias), size)
 
 
+def crop_frame(image_hw: tuple[int, int], size: int, crop_ratio: float = 0.875) -> tuple[int, int, int, int]:
+    """Where `resize_center_crop(x, size, crop_ratio)` takes its window: (resized h, resized w, top, left)."""
+    H, W = image_hw
+    short = max(size, math.floor(size / crop_ratio + 0.5))
+    scale = short / min(H, W)
+    rh, rw = max(1, round(H * scale)), max(1, round(W * scale))
+    return rh, rw, (rh - size) // 2, (rw - size) // 2
+
+
+def uncrop_map(m: torch.Tensor, image_hw: tuple[int, int], size: int, crop_ratio: float = 0.875) -> torch.Tensor:
+    """Place a map over the model input of `resize_center_crop` back on the original image: 0 where the crop
+    never looked.
+
+    A class-activation map covers the centre crop the classifier saw, not the whole picture; stretching it over the
+    image misplaces it (16 px at the edge of a 256² ImageNet image) and claims the classifier attended to pixels it
+    never received.
+    """
+    rh, rw, top, left = crop_frame(image_hw, size, crop_ratio)
+    inside = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+    framed = F.pad(inside, (left, rw - size - left, top, rh - size - top))
+    if (rh, rw) == tuple(image_hw):
+        return framed
+    return F.interpolate(framed, size=tuple(image_hw), mode="bilinear", align_corners=False)
+
+
 def letterbox(
     x: torch.Tensor, size: Size, fill: float = 0.0, mode: str = "bilinear", antialias: bool = True
 ) -> tuple[torch.Tensor, float, tuple[int, int]]:
