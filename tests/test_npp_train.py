@@ -351,3 +351,62 @@ def test_a_fine_tuning_run_resumes_without_its_init_weights(tmp_path):
     summary = train_npp(cfg, resume=True, progress=False)
     assert summary["steps"] == 3
     assert load_npp(str(tmp_path / "ft" / "npp.pt")).model.config == create_npp("small-full").config
+
+
+@pytest.mark.weights
+def test_the_detector_roi_network_starts_as_blur_1_and_keeps_what_centernet_finds(sample_image):
+    """roi-det at initialisation is the blur:1 baseline (both mixes on sigma 1); its keep-mask is CenterNet's boxes."""
+    from prepcodec.npp.baselines import gaussian_blur
+
+    net = create_npp("roi-det").eval()
+    x = _photo(sample_image, 400, 600)
+    with torch.no_grad():
+        out = net(x, 34.0)
+        boxes = net.roi.attention(x)
+    assert float((out - gaussian_blur(x, 1.0)).abs().max()) < 1e-3
+    assert set(boxes.unique().tolist()) <= {0.0, 1.0} and 0.0 < float(boxes.mean()) < 1.0  # objects, not all
+    with torch.no_grad():  # move the mixes: the kept region stays sharper than the background
+        net.roi.keep_bias.copy_(torch.tensor([8.0, 0.0, 0.0]))
+        net.roi.mix_bias.copy_(torch.tensor([0.0, 0.0, 8.0]))
+        out = net(x, 34.0)
+    inside, outside = boxes.bool().expand_as(x), ~boxes.bool().expand_as(x)
+    err = (out - x).abs()
+    assert float(err[inside].mean()) < 0.5 * float(err[outside].mean())
+
+
+@pytest.mark.weights
+def test_detector_loss_per_image_is_each_images_own_loss(sample_image):
+    from prepcodec.tasks.registry import create_task
+
+    task = create_task("centernet")
+    x = torch.cat([_photo(sample_image, 256, 256), _photo(sample_image, 256, 256).flip(-1)])
+    targets = task.pseudo_targets(x)
+    noisy = (x + 0.05 * torch.sin(40 * x)).clamp(0, 1)
+    per_image = task.loss(noisy, targets, reduction="none")
+    assert per_image.shape == (2,) and bool((per_image > 0).all())
+    for i in range(2):
+        own = type(targets)([h[i : i + 1] for h in targets.heads], targets.predictions[i : i + 1])
+        alone = task.loss(noisy[i : i + 1], own)
+        assert float(per_image[i]) == pytest.approx(float(alone), rel=1e-5)
+    loss, preds = task.loss_and_predictions(noisy, targets, reduction="none")
+    torch.testing.assert_close(loss, per_image)
+    assert len(preds) == 2 and all("boxes" in p for p in preds)
+
+
+@pytest.mark.shared_data
+@pytest.mark.weights
+def test_train_runs_a_detector_with_recomputed_teacher_and_map_validation(tmp_path):
+    """`prepcodec train --task centernet`: the teacher's heads are recomputed per batch (not banked), validation
+    scores mAP against the teacher, and top-1 cross-entropy is refused for a detector."""
+    from prepcodec.train.npp_trainer import train_npp
+
+    cfg = _tiny_cfg(tmp_path / "det", task="centernet", size="roi-det", steps=2, val_every=0, image_every=100,
+                    crops=CropRecipe(datasets=("coco-train[:6]",), crop=128, crops_per_image=1, val_images=2))
+    summary = train_npp(cfg, progress=False)
+    assert summary["steps"] == 2 and len(summary["val_log"]) == 2  # at the start and at the end
+    agreement = summary["val_log"][-1]["agreement"]
+    assert all(0.0 <= a <= 1.0 for a in agreement) and max(agreement) > 0  # mAP vs the teacher's boxes
+    assert load_npp(str(tmp_path / "det" / "npp.pt")).model.config.roi == "centernet"
+    with pytest.raises(InputError, match="needs a classifier"):
+        train_npp(dataclasses.replace(cfg, task_loss="top1", out=str(tmp_path / "x")), progress=False)
+    assert not (tmp_path / "x").exists()

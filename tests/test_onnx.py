@@ -81,6 +81,18 @@ def test_encode_with_the_onnx_npp_writes_the_torch_networks_bytes(cls_onnx, net_
     assert "@onnx-" in said["onnx"] and "@onnx-" not in said["torch"]  # each names what ran
 
 
+@pytest.mark.weights
+def test_box_guided_networks_are_refused_by_the_exporter_in_one_line(tmp_path):
+    from prepcodec.npp.model import create_npp
+    from prepcodec.npp.zoo import export_npp
+
+    weights = export_npp(create_npp("roi-det"), tmp_path / "det.pt")
+    proc = subprocess.run([str(EXE), "export", "onnx", str(tmp_path / "det.onnx"), "--npp", str(weights)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "boxes" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "det.onnx").exists()
+
+
 def test_foreign_or_damaged_onnx_files_are_refused_in_one_line(tmp_path):
     from prepcodec.export.onnx_npp import OnnxNPP
 

@@ -57,6 +57,8 @@ def train_command(
                                  "whole imagenet-train images, as the evaluation codes them)"),
     val_every: int = typer.Option(250, "--val-every", help="validate every N steps (0: only at the end)"),
     val_qps: str = typer.Option("22,26,30,34,38,42", "--val-qps"),
+    lam_crops: int = typer.Option(128, "--lam-crops", help="training crops the break-even λ*(qp) table is measured "
+                                  "on (12 QPs each; a detector's forward pass is slow: 32 is enough to set a scale)"),
     ckpt_every_s: float = typer.Option(180.0, "--ckpt-every-s", help="checkpoint interval in seconds"),
     init: str = typer.Option(None, "--init", help="start from these NPP weights (name or .pt), e.g. stage 1's"),
     workers: int = typer.Option(2, "--workers", help="real-codec processes"),
@@ -84,7 +86,8 @@ def train_command(
         steps=steps if steps is not None or budget else 4000,
         budget_s=budget, batch=batch, lr=lr, head_lr_mult=head_lr_mult, crops=crops, init=init,
         ckpt_every_s=ckpt_every_s, val_every=val_every,
-        val_qps=_ints(val_qps, "--val-qps"), workers=workers, seed=seed, device=device, out=str(out),
+        val_qps=_ints(val_qps, "--val-qps"), lam_crops=lam_crops, workers=workers, seed=seed, device=device,
+        out=str(out),
     )
     summary = train_npp(cfg, resume=resume, stop_at=stop_at, progress=not quiet)
     typer.echo(f"{out / 'npp.pt'}: {summary['steps']} steps, best validation step {summary['best_step']} "

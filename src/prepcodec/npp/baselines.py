@@ -134,7 +134,7 @@ def _to_image(task: Task, cam: torch.Tensor, hw: tuple[int, int]) -> torch.Tenso
     return F.interpolate(cam, size=hw, mode="bilinear", align_corners=False)
 
 
-def _task_boxes(task: Task, x: torch.Tensor) -> list[list[list[float]]]:
+def task_boxes(task: Task, x: torch.Tensor) -> list[list[list[float]]]:
     """Per image, xyxy boxes of what a detection / pose task finds on uncompressed `x`."""
     out = []
     with torch.no_grad():
@@ -155,17 +155,23 @@ def _task_boxes(task: Task, x: torch.Tensor) -> list[list[list[float]]]:
     return out
 
 
+def box_keep_mask(task: Task, x: torch.Tensor) -> torch.Tensor:
+    """Hard (N,1,H,W) 0/1 mask of a detection / pose task's boxes on uncompressed `x` (grown by ROI_MARGIN)."""
+    h, w = x.shape[-2:]
+    hard = torch.cat([boxes_mask(b, h, w) for b in task_boxes(task, x)]).to(x.dtype)
+    # nothing detected: keep everything rather than erase a scene the task could not parse
+    empty = hard.flatten(1).amax(dim=1) == 0
+    hard[empty] = 1.0
+    return hard
+
+
 def roi_mask(task: Task, x: torch.Tensor) -> torch.Tensor:
     """Soft (N,1,H,W) keep-mask: 1 where the task attends on uncompressed `x`, feathered edges."""
     h, w = x.shape[-2:]
     if task.kind == "classification":
         hard = (grad_cam(task, x) >= ROI_CAM_THRESHOLD).to(x.dtype)
     else:
-        per_image = _task_boxes(task, x)
-        hard = torch.cat([boxes_mask(b, h, w) for b in per_image]).to(x.dtype)
-        # nothing detected: keep everything rather than erase a scene the task could not parse
-        empty = hard.flatten(1).amax(dim=1) == 0
-        hard[empty] = 1.0
+        hard = box_keep_mask(task, x)
     return gaussian_blur(hard, sigma=max(1.0, 0.01 * math.hypot(h, w))).clamp(0, 1)
 
 

@@ -112,3 +112,30 @@ class TaskCAM:
         cam = uncrop_map_matrix(cam, x, task.resolution, task.crop_ratio)  # = task.map_to_image, traceable
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         return (cam / peak).to(x.dtype)
+
+
+class TaskBoxes:
+    """Callable `x in [0, 1] (N, 3, H, W) -> (N, 1, H, W) in {0, 1}`: where a detector finds objects on x — its
+    boxes scoring >= `baselines.ROI_SCORE_THRESHOLD`, grown by `ROI_MARGIN`, the region `roi:blur` keeps for
+    detection (everything when nothing is found). Frozen, forward-only; the box decoding (top-k, NMS) does not
+    trace, so an NPP guided by it runs on torch only (`export.onnx_export` refuses it)."""
+
+    def __init__(self, name: str) -> None:
+        from prepcodec.tasks.registry import create_task
+
+        self.task = create_task(name)
+        if getattr(self.task, "kind", None) not in ("detection", "pose"):
+            raise InputError(f"{name} finds no boxes: TaskBoxes needs a detection or pose task")
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from prepcodec.npp.baselines import box_keep_mask
+
+        return box_keep_mask(self.task, x.float()).to(x)
+
+
+def task_attention(name: str) -> TaskCAM | TaskBoxes:
+    """What an ROI-guided NPP keeps, by the kind of task `name` is: a classifier's CAM or a detector's boxes."""
+    from prepcodec.tasks.registry import task_kind
+
+    return TaskCAM(name) if task_kind(name) == "classification" else TaskBoxes(name)

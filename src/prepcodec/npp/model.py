@@ -45,7 +45,11 @@ class NPPConfig:
     blend_sigmas: tuple[float, ...] = ()  # per-pixel blend towards Gaussian blurs of these sigmas (BlendHead)
     keep_bias: float = 8.0  # the blend head's initial logit of "keep the pixel" (BlendHead)
     residual: bool = True  # False: x̄ = x + blend only (no pixel branch, no free RGB residual: "mask-only")
-    roi: str | None = None  # a classifier whose forward-only Grad-CAM starts the keep-mask (ROIBlend)
+    roi: str | None = None  # the task whose attention starts the keep-mask (ROIBlend): a classifier's forward-only
+    # Grad-CAM, or a detector's boxes
+    keep_sigmas: tuple[float, ...] = ()  # ROIBlend: the kept region is a per-QP mix of blurs of these sigmas (0 = x
+    # itself); empty = x as is. A detector gains from a mild blur everywhere (blur:1 is its best baseline)
+    blend_start: float = 2.0  # ROIBlend: the sigma both mixes start on (roi:blur:2 for the classifier)
 
     def __post_init__(self) -> None:
         if self.down not in DOWN_MODES:
@@ -56,6 +60,8 @@ class NPPConfig:
             raise InputError("a mask-only NPP (residual=False) needs blend_sigmas")
         if self.roi and (self.residual or len(self.blend_sigmas) < 1):
             raise InputError("an ROI-guided NPP is mask-only (residual=False) with blend_sigmas")
+        if self.keep_sigmas and not self.roi:
+            raise InputError("keep_sigmas belong to an ROI-guided NPP (roi=...)")
 
     @classmethod
     def from_dict(cls, d: dict) -> NPPConfig:
@@ -65,8 +71,9 @@ class NPPConfig:
         if unknown:
             raise InputError(f"NPP config has unknown fields {sorted(unknown)} (written by another version?)")
         d = dict(d)
-        if "blend_sigmas" in d:
-            d["blend_sigmas"] = tuple(float(v) for v in d["blend_sigmas"])
+        for key in ("blend_sigmas", "keep_sigmas"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
         return cls(**d)
 
 
@@ -92,6 +99,11 @@ NPP_SIZES: dict[str, NPPConfig] = {
     # correction (ROIBlend); at initialisation it is roi:blur:2 up to a soft threshold (tested)
     "roi-blend": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(0.5, 1.0, 2.0, 4.0), residual=False,
                            roi="effnet-lite0"),
+    # the detector's version: CenterNet's boxes (forward-only, npp.features.TaskBoxes) give the keep-mask; the kept
+    # region and the background each get a per-QP blur mix, both starting on sigma 1 — the network starts as blur:1,
+    # the best classical baseline before hevc on COCO (docs/results.md), and learns where and how much to keep
+    "roi-det": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
+                         roi="centernet", keep_sigmas=(0.0, 0.5, 1.0), blend_start=1.0),
 }
 
 
@@ -121,7 +133,6 @@ class BlendHead(nn.Module):
 
 
 ROI_SHARPNESS = 40.0  # logit slope of the soft CAM threshold: 0.05 above the threshold keeps 88 %, 0.1 above 98 %
-ROI_START_SIGMA = 2.0  # the background blur at initialisation (roi:blur:2)
 ROI_FEATHER_SIGMA = 0.01 * math.hypot(256, 256)  # the baseline's feathering of a 256² image, for every size
 
 
@@ -139,26 +150,43 @@ class QPMLP(nn.Module):
         return self.fc2(F.relu(self.fc1(((qp - QP_CENTER) / QP_SCALE).view(-1, 1))))
 
 
-class ROIBlend(nn.Module):
-    """x̄ = m·x + (1 − m)·Σ_k a_k(qp)·blur_k(x), m = feather(sigmoid(S·(cam − t(qp)) + u(x, cam, qp))).
+def _start_logits(sigmas: tuple[float, ...], start: float) -> torch.Tensor:
+    """Mix logits with (nearly) all weight on `start` (the others at e^-8 relative: 0.03 % each)."""
+    logits = torch.zeros(len(sigmas))
+    if start in sigmas:
+        logits[sigmas.index(start)] = ROI_START_LOGIT
+    return logits
 
-    cam is the classifier's Grad-CAM for its top-1 class on x (what `roi:blur` keeps), t(qp) starts at the
-    baseline's 0.5, a(qp) at all weight on sigma 2, and the per-pixel correction u (a small conv net at half
-    resolution) at 0: training moves the baseline where the task loss and the real bits say it should.
+
+def _blur_mix(x: torch.Tensor, sigmas: tuple[float, ...], weights: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k·blur_σk(x), weights (N, K) summing to 1 per image."""
+    from prepcodec.npp.baselines import gaussian_blur
+
+    return sum(weights[:, k].view(-1, 1, 1, 1) * gaussian_blur(x, s) for k, s in enumerate(sigmas))
+
+
+class ROIBlend(nn.Module):
+    """x̄ = m·keep(x) + (1 − m)·Σ_k a_k(qp)·blur_k(x), m = feather(sigmoid(S·(r − t(qp)) + u(x, r, qp))).
+
+    r is what the task attends to on x: a classifier's Grad-CAM for its top-1 class (what `roi:blur` keeps), or a
+    detector's boxes (0/1, what `roi:blur` keeps for detection). t(qp) starts at the baseline's 0.5, a(qp) with all
+    weight on `blend_start`, keep(x) = x, or with `keep_sigmas` a per-QP blur mix started on `blend_start` too, and
+    the per-pixel correction u (a small conv net at half resolution) at 0: training moves the baseline where the task
+    loss and the real bits say it should.
     """
 
     def __init__(self, config: NPPConfig) -> None:
         super().__init__()
-        from prepcodec.npp.features import TaskCAM
+        from prepcodec.npp.features import task_attention
 
-        self.cam = TaskCAM(config.roi)
-        self.sigmas = config.blend_sigmas
+        self.attention = task_attention(config.roi)
+        self.sigmas, self.keep_sigmas = config.blend_sigmas, config.keep_sigmas
         self.threshold = QPMLP(1, config.qp_hidden)
         self.mix = QPMLP(len(self.sigmas), config.qp_hidden)
-        start = torch.zeros(len(self.sigmas))
-        if ROI_START_SIGMA in self.sigmas:
-            start[self.sigmas.index(ROI_START_SIGMA)] = ROI_START_LOGIT
-        self.mix_bias = nn.Parameter(start)
+        self.mix_bias = nn.Parameter(_start_logits(self.sigmas, config.blend_start))
+        if self.keep_sigmas:
+            self.keep_mix = QPMLP(len(self.keep_sigmas), config.qp_hidden)
+            self.keep_bias = nn.Parameter(_start_logits(self.keep_sigmas, config.blend_start))
         c = config.base_channels
         self.conv1 = nn.Conv2d(4 * 4, c, 3, padding=1)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1)
@@ -171,7 +199,7 @@ class ROIBlend(nn.Module):
         from prepcodec.npp.baselines import ROI_CAM_THRESHOLD, gaussian_blur
 
         height, width = x.shape[-2:]
-        cam = self.cam(x)
+        cam = self.attention(x)
         t = ROI_CAM_THRESHOLD + 0.5 * torch.tanh(self.threshold(qp)).view(-1, 1, 1, 1)
         h = torch.cat([x, cam], dim=1)
         ph, pw = height % 2, width % 2
@@ -179,9 +207,11 @@ class ROIBlend(nn.Module):
         h = self.qp(F.relu(self.conv2(F.relu(self.conv1(h)))), qp)
         u = F.pixel_shuffle(self.out(h), 2)[..., :height, :width]
         m = gaussian_blur(torch.sigmoid(ROI_SHARPNESS * (cam - t) + u), ROI_FEATHER_SIGMA).clamp(0, 1)
-        a = (self.mix(qp) + self.mix_bias).softmax(dim=1)
-        background = sum(a[:, k].view(-1, 1, 1, 1) * gaussian_blur(x, s) for k, s in enumerate(self.sigmas))
-        return m * x + (1 - m) * background
+        background = _blur_mix(x, self.sigmas, (self.mix(qp) + self.mix_bias).softmax(dim=1))
+        kept = x
+        if self.keep_sigmas:
+            kept = _blur_mix(x, self.keep_sigmas, (self.keep_mix(qp) + self.keep_bias).softmax(dim=1))
+        return m * kept + (1 - m) * background
 
 
 class QPAdaptive(QPMLP):

@@ -93,9 +93,27 @@ class _Detector(TfjsTask):
             heads, scale, pad = self._heads(images)
         return DetectionTargets([h.detach() for h in heads], self._predictions(heads, scale, pad, images.shape[-2:]))
 
-    def loss(self, images: torch.Tensor, targets: DetectionTargets) -> torch.Tensor:
+    def loss(self, images: torch.Tensor, targets: DetectionTargets, reduction: str = "mean") -> torch.Tensor:
+        """Distillation loss to the teacher's heads; `reduction="none"` gives one value per image (the NPP trainer
+        weights them by a per-image, QP-dependent lambda)."""
         heads, _, _ = self._heads(images)
-        return self._loss(heads, [t.to(self.device) for t in targets.heads])
+        return self._reduced_loss(heads, targets, reduction)
+
+    def loss_and_predictions(self, images: torch.Tensor, targets: DetectionTargets,
+                             reduction: str = "mean") -> tuple[torch.Tensor, list[dict]]:
+        """`loss` and `predict` from one forward pass (validation needs both)."""
+        heads, scale, pad = self._heads(images)
+        preds = self._predictions(heads, scale, pad, tuple(images.shape[-2:]))
+        return self._reduced_loss(heads, targets, reduction), preds
+
+    def _reduced_loss(self, heads: list[torch.Tensor], targets: DetectionTargets, reduction: str) -> torch.Tensor:
+        teacher = [t.to(self.device) for t in targets.heads]
+        if reduction == "mean":
+            return self._loss(heads, teacher)
+        if reduction != "none":
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        return torch.stack([self._loss([h[i : i + 1] for h in heads], [t[i : i + 1] for t in teacher])
+                            for i in range(heads[0].shape[0])])
 
     def metric(self, predictions: list[dict], targets: Any) -> float:
         gt = gt_from_predictions(targets.predictions, TEACHER_THRESHOLD) if isinstance(

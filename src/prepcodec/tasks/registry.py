@@ -67,3 +67,11 @@ def create_task(name: str, device: str = "cpu", **kwargs) -> Task:
     if name not in _REGISTRY:
         raise InputError(f"unknown task {name!r}; known: {', '.join(sorted(_REGISTRY)) or 'none'}")
     return _REGISTRY[name].factory(device=device, **kwargs)
+
+
+def task_kind(name: str) -> str:
+    """The kind of a registered task ("classification", "detection", ...) without building it."""
+    _load()
+    if name not in _REGISTRY:
+        raise InputError(f"unknown task {name!r}; known: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return _REGISTRY[name].kind

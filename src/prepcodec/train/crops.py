@@ -123,8 +123,18 @@ def _centre_crop(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[top : top + side, left : left + side])
 
 
+def banks_teacher(task) -> bool:
+    """Whether a task's distillation targets are stored in the bank: a classifier's 1000 probabilities are; a
+    detector's are its full heads (CenterNet: 128x128x84 values, 2.7 MB a crop in float16), so the trainer
+    recomputes them from the uncompressed crop in each step instead (one more forward pass, no gradient)."""
+    return getattr(task, "kind", None) == "classification"
+
+
 def teacher_outputs(task, crops: np.ndarray, progress: bool, desc: str) -> np.ndarray:
-    """The task's pseudo-targets on uncompressed crops, as a float16 array (one row per crop)."""
+    """The task's pseudo-targets on uncompressed crops, as a float16 array (one row per crop; zero columns for a
+    task whose targets are recomputed, see `banks_teacher`)."""
+    if not banks_teacher(task):
+        return np.zeros((len(crops), 0), np.float16)
     rows = []
     for s in tqdm(range(0, len(crops), TEACHER_BATCH), desc=desc, disable=not progress, unit="batch"):
         x = torch.from_numpy(crops[s : s + TEACHER_BATCH]).permute(0, 3, 1, 2).float() / 255.0

@@ -40,8 +40,8 @@ def measure_break_even(bank, task, real, qps: Sequence[int], n_crops: int = 128,
                        progress: bool = True, distortion=None) -> dict:
     """Plain real-codec curve on the first `n_crops` training crops: mean bpp and task loss per QP, and λ*(q).
 
-    `distortion(x_hat, teacher) -> per-image loss` is the D_task being trained (default: the task's own loss)."""
-    distortion = distortion or (lambda x_hat, t: task.loss(x_hat, t, reduction="none"))
+    `distortion(x, x_hat, teacher) -> per-image loss` is the D_task being trained (default: the task's own loss)."""
+    distortion = distortion or (lambda x, x_hat, t: task.loss(x_hat, t, reduction="none"))
     n = min(n_crops, len(bank.train))
     idx = torch.linspace(0, len(bank.train) - 1, n).round().long()  # spread over the bank, not one image's crops
     bpp, dist = [], []
@@ -51,7 +51,7 @@ def measure_break_even(bank, task, real, qps: Sequence[int], n_crops: int = 128,
             x, t = bank.batch(idx[s : s + batch], torch.device("cpu"))
             x_hat, bits = real(x, torch.full((len(x),), float(qp)))
             bits_sum += float(bits.sum())
-            d_sum += float(distortion(x_hat, t).sum())
+            d_sum += float(distortion(x, x_hat, t).sum())
         bpp.append(bits_sum / (n * x.shape[2] * x.shape[3]))
         dist.append(max(d_sum / n, 1e-6))
     lam = break_even(qps, bpp, dist)
@@ -81,7 +81,8 @@ class LambdaSchedule:
         return lam.to(device=qp.device, dtype=qp.dtype)
 
 
-def cached_break_even(bank, task, real, qps, key: dict, progress: bool = True, distortion=None) -> dict:
+def cached_break_even(bank, task, real, qps, key: dict, n_crops: int = 128, progress: bool = True,
+                      distortion=None) -> dict:
     """`measure_break_even`, cached as JSON under the prepcodec cache by everything that determines it (crop
     recipe, task, codec, backend, preset, QPs): the plain curve of the same crops does not change between runs."""
     import hashlib
@@ -97,6 +98,6 @@ def cached_break_even(bank, task, real, qps, key: dict, progress: bool = True, d
             return json.loads(path.read_text())
         except ValueError:
             path.unlink(missing_ok=True)  # damaged: measured again
-    table = measure_break_even(bank, task, real, qps, progress=progress, distortion=distortion)
+    table = measure_break_even(bank, task, real, qps, n_crops=n_crops, progress=progress, distortion=distortion)
     write_text(path, json.dumps(table) + "\n")
     return table

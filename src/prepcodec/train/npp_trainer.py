@@ -75,6 +75,7 @@ class NPPTrainConfig:
     val_every: int = 250
     val_qps: tuple[int, ...] = (22, 26, 30, 34, 38, 42)
     lam_qps: tuple[int, ...] = (22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44)
+    lam_crops: int = 128  # training crops the break-even table is measured on
     log_every: int = 10
     image_every: int = 500
     workers: int = 2  # real-codec processes
@@ -93,6 +94,10 @@ def check_config(cfg: NPPTrainConfig) -> None:
         raise InputError(f"unknown --route {cfg.route!r}; choose from {', '.join(ROUTES)}")
     if cfg.task_loss not in TASK_LOSSES:
         raise InputError(f"unknown --task-loss {cfg.task_loss!r}; choose from {', '.join(TASK_LOSSES)}")
+    from prepcodec.tasks.registry import task_kind
+
+    if cfg.task_loss == "top1" and task_kind(cfg.task) != "classification":
+        raise InputError(f"--task-loss top1 needs a classifier; {cfg.task} distils its own heads (keep the default)")
     if cfg.select not in SELECT:
         raise InputError(f"unknown --select {cfg.select!r}; choose from {', '.join(SELECT)}")
     if cfg.lam_mode not in LAM_MODES:
@@ -136,9 +141,20 @@ def distortion_target(teacher: torch.Tensor, kind: str = "kl") -> torch.Tensor:
     return teacher.argmax(dim=1) if kind == "top1" else teacher
 
 
-def task_distortion(task, x_hat: torch.Tensor, teacher: torch.Tensor, kind: str = "kl") -> torch.Tensor:
-    """Per-image D_task of decoded images against the teacher (see `distortion_target`)."""
-    return task.loss(x_hat, distortion_target(teacher, kind), reduction="none")
+def task_targets(task, x: torch.Tensor, teacher: torch.Tensor, kind: str = "kl"):
+    """What `task.loss` compares the decoded crops with: from the bank's teacher rows (a classifier, see
+    `distortion_target`), or the teacher recomputed on the uncompressed crops x (a detector: `crops.banks_teacher`)."""
+    from prepcodec.train.crops import banks_teacher
+
+    if banks_teacher(task):
+        return distortion_target(teacher, kind)
+    return task.pseudo_targets(x.detach())
+
+
+def task_distortion(task, x: torch.Tensor, x_hat: torch.Tensor, teacher: torch.Tensor,
+                    kind: str = "kl") -> torch.Tensor:
+    """Per-image D_task of decoded images x_hat of the crops x against the teacher (see `task_targets`)."""
+    return task.loss(x_hat, task_targets(task, x, teacher, kind), reduction="none")
 
 
 def loss_terms(npp: torch.nn.Module, path: CodecPath, task, x: torch.Tensor, teacher: torch.Tensor,
@@ -147,7 +163,7 @@ def loss_terms(npp: torch.nn.Module, path: CodecPath, task, x: torch.Tensor, tea
     x_bar = npp(x, qp)
     x_hat, bits = path(x_bar, qp)
     rate = bits / (x.shape[2] * x.shape[3])
-    d_task = task_distortion(task, x_hat, teacher, kind)
+    d_task = task_distortion(task, x, x_hat, teacher, kind)
     d_pre = (x_bar - x).square().mean(dim=(1, 2, 3))
     loss = (rate + lam(qp) * d_task + beta * d_pre).mean()
     return {"loss": loss, "bpp": rate.mean(), "d_task": d_task.mean(), "d_pre": d_pre.mean()}
@@ -166,23 +182,50 @@ class Validator:
         t_all = torch.from_numpy(self.bank.val_teacher).float()
         bpp, loss, agree, d_pre = [], [], [], []
         for qp in self.qps:
-            bits_sum = loss_sum = agree_sum = pre_sum = 0.0
+            bits_sum = loss_sum = pre_sum = 0.0
+            agree_parts: list = []
             for s in range(0, len(x_all), self.batch):
                 x, t = x_all[s : s + self.batch].to(device), t_all[s : s + self.batch].to(device)
                 q = torch.full((len(x),), float(qp), device=device)
                 x_bar = x if npp is None else npp(x, q)
                 x_hat, bits = self.real(x_bar, q)
                 bits_sum += float(bits.sum())
-                logits = self.task.logits(x_hat)  # once: the task loss and the agreement both come from it
-                loss_sum += float(self.task.loss_from_logits(logits, distortion_target(t, self.kind), "none").sum())
-                agree_sum += float((logits.argmax(1) == t.argmax(1)).sum())
+                batch_loss, batch_agree = self._task_terms(x, x_hat, t)
+                loss_sum += batch_loss
+                agree_parts.append(batch_agree)
                 pre_sum += float((x_bar - x).square().mean(dim=(1, 2, 3)).sum())
             n = len(x_all)
             bpp.append(bits_sum / (n * x_all.shape[2] * x_all.shape[3]))
             loss.append(loss_sum / n)
-            agree.append(agree_sum / n)
+            agree.append(self._agreement(agree_parts, n))
             d_pre.append(pre_sum / n)
         return {"qps": list(self.qps), "bpp": bpp, "task_loss": loss, "agreement": agree, "d_pre": d_pre}
+
+    def _task_terms(self, x: torch.Tensor, x_hat: torch.Tensor, t: torch.Tensor) -> tuple[float, object]:
+        """Summed task loss of a batch and its part of the agreement: the count of top-1 matches with the teacher
+        (a classifier), or (a detector) the batch's (predictions, teacher predictions) for one mAP over the set."""
+        from prepcodec.train.crops import banks_teacher
+
+        if banks_teacher(self.task):
+            logits = self.task.logits(x_hat)  # once: the task loss and the agreement both come from it
+            loss = self.task.loss_from_logits(logits, distortion_target(t, self.kind), "none")
+            return float(loss.sum()), float((logits.argmax(1) == t.argmax(1)).sum())
+        targets = self.task.pseudo_targets(x)
+        loss, preds = self.task.loss_and_predictions(x_hat, targets, reduction="none")
+        return float(loss.sum()), (preds, targets.predictions)
+
+    def _agreement(self, parts: list, n: int) -> float:
+        """Top-1 agreement with the teacher, or a detector's mAP@[.5:.95] against the teacher's boxes."""
+        from prepcodec.train.crops import banks_teacher
+
+        if banks_teacher(self.task):
+            return sum(parts) / n
+        from prepcodec.tasks.coco_eval import detection_map, gt_from_predictions
+        from prepcodec.tasks.detection import TEACHER_THRESHOLD
+
+        preds = [p for batch, _ in parts for p in batch]
+        teacher = [p for _, batch in parts for p in batch]
+        return detection_map(preds, gt_from_predictions(teacher, TEACHER_THRESHOLD))["map"]
 
     def score(self, npp: torch.nn.Module, device: torch.device) -> dict:
         """The NPP's curve and its BD-rates vs plain at equal task loss and at equal top-1 agreement (lower =
@@ -288,8 +331,11 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
 
         key = {"crops": cfg.crops.key(cfg.task), "task": cfg.task, "codec": cfg.codec, "preset": cfg.preset,
                "backend": get_codec(cfg.codec).availability()[1], "task_loss": cfg.task_loss}
-        lam_table = cached_break_even(bank, task, real, cfg.lam_qps, key, progress=progress and rank == 0,
-                                      distortion=lambda x_hat, t: task_distortion(task, x_hat, t, cfg.task_loss))
+        if cfg.lam_crops != 128:  # tables measured before the option keep their keys
+            key["lam_crops"] = cfg.lam_crops
+        lam_table = cached_break_even(bank, task, real, cfg.lam_qps, key, n_crops=cfg.lam_crops,
+                                      progress=progress and rank == 0,
+                                      distortion=lambda x, x_hat, t: task_distortion(task, x, x_hat, t, cfg.task_loss))
     lam = LambdaSchedule(cfg.lam, lam_table if cfg.lam_mode == "qp" else None)
     validator = Validator(bank, task, real, cfg.val_qps, kind=cfg.task_loss) if len(bank.val) and rank == 0 else None
     t0 = time.perf_counter() - elapsed
