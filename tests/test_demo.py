@@ -88,19 +88,20 @@ def test_main_job_report_renders_in_a_real_browser(tmp_path, demo):
         net.pixel.conv2.weight.mul_(0.8)
     weights = export_npp(net, tmp_path / "dark.pt")
     out = tmp_path / "report"
-    r = demo("--npp", str(weights), "--images", "1", "--fast", "--quiet", "--out", str(out))
+    r = demo("--npp", f"{weights},cls", "--images", "1", "--fast", "--quiet", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "astronaut" in r.stdout and "plain bpp" in r.stdout and "index.html" in r.stdout
+    assert "npp:cls" in r.stdout and "dark" in r.stdout  # a row per network
     page = (out / "index.html").read_text()
     pngs = sorted(p.name for p in (out / "img").iterdir())
-    assert pngs == [f"astronaut-{s}.png" for s in ("0", "1", "2", "original", "removed")]
+    assert pngs == sorted(f"astronaut-{s}.png" for s in ("0", "1", "2", "3", "4", "original", "removed", "removed-1"))
     assert all(f"img/{name}" in page for name in pngs) and "% bytes" in page
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
     dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
                           "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120)
-    assert 'data-images-loaded="5/5"' in dom.stdout, dom.stderr[-1000:]
+    assert 'data-images-loaded="8/8"' in dom.stdout, dom.stderr[-1000:]
     shot = tmp_path / "shot.png"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1600,900", f"--screenshot={shot}", (out / "index.html").as_uri()],

@@ -1,6 +1,6 @@
 """`prepcodec demo`: the product's main job on the bundled photos, and (`--sweep`) the codec benchmark.
 
-Default: the shipped classification NPP before hevc — plain vs NPP at the same QP and at equal bits, with the
+Default: every shipped NPP before hevc — plain vs each network at the same QP and at equal bits, with the
 classifier's top-5 and the detector's boxes on every decoded picture — as a static HTML report and a terminal
 summary (`eval.showcase`, `eval.html_report`). `--sweep` (or `--codecs`): every available codec swept over its
 useful level range, a bpp / PSNR / MS-SSIM table, RD plots and CSV/JSON. Both fit in a few minutes on 2 cores.
@@ -198,9 +198,24 @@ SHOWCASE_PHOTOS = ("astronaut", "chelsea", "coffee")
 SHOWCASE_QP = 37
 
 
-def _showcase(out: Path, npp: str, qp: int, photos: int, fast: bool, progress: bool) -> None:
+def _networks(npp: str | None) -> list[str]:
+    """The networks the main job shows: those named (comma-separated), or every shipped one (cls first)."""
+    from prepcodec.npp.zoo import list_npps
+
+    if npp is None:
+        shipped = list_npps()
+        names = [n for n in ("cls", "det") if n in shipped] + [n for n in shipped if n not in ("cls", "det")]
+        if not names:
+            raise InputError("no NPP is shipped with this installation; give one with --npp PATH.pt")
+        return names
+    names = [n.strip().removeprefix("npp:") for n in npp.split(",") if n.strip()]
+    if not names:
+        raise InputError("--npp names no network")
+    return names
+
+
+def _showcase(out: Path, npp: str | None, qp: int, photos: int, fast: bool, progress: bool) -> None:
     """The main job: see the module docstring."""
-    from rich.table import Table
     from tqdm import tqdm
 
     from prepcodec.codecs import get_codec
@@ -215,39 +230,54 @@ def _showcase(out: Path, npp: str, qp: int, photos: int, fast: bool, progress: b
     if not 1 <= photos <= len(sample_paths()):
         raise InputError(f"--images must lie in [1, {len(sample_paths())}], got {photos}")
     check_output_dir(out)
-    pre = npp_preprocessor(npp.removeprefix("npp:"))
+    pres = {}
+    for name in _networks(npp):
+        pre = npp_preprocessor(name)
+        pres[pre.spec.split("@", 1)[0]] = pre
     codec = get_codec("hevc")
     classifier, detector = create_task("effnet-lite0"), create_task("centernet")
     by_stem = {p.stem: p for p in sample_paths()}
     names = [n for n in SHOWCASE_PHOTOS if n in by_stem] + [n for n in by_stem if n not in SHOWCASE_PHOTOS]
     t0 = time.perf_counter()
     shown = []
-    for name in tqdm(names[:photos], desc=f"demo: plain vs {pre.spec}", unit="photo", disable=not progress):
+    specs = ", ".join(p.spec for p in pres.values())
+    for name in tqdm(names[:photos], desc=f"demo: plain vs {specs}", unit="photo", disable=not progress):
         rgb = load_image(by_stem[name])
-        photo = ShowcasePhoto(name, rgb, code_photo(codec, rgb, qp, pre, "fast" if fast else "eval"))
+        photo = ShowcasePhoto(name, rgb, code_photo(codec, rgb, qp, pres, "fast" if fast else "eval"))
         annotate(photo, classifier, detector)
         shown.append(photo)
-    table = Table(title=f"hevc QP {qp}: plain vs {pre.spec} (real bytes; top-1 of EfficientNet-Lite0)")
-    for col in ("photo", "plain bpp", "NPP bpp (same QP)", "saved", "top-1 plain", "top-1 NPP", "NPP QP at equal bits",
-                "top-1 there"):
-        table.add_column(col)
-    for p in shown:
-        plain, same, equal = p.variants
-        table.add_row(p.name, f"{plain.bpp:.3f}", f"{same.bpp:.3f}", f"{100 * (1 - same.nbytes / plain.nbytes):.1f} %",
-                      plain.top5[0]["name"], same.top5[0]["name"], str(equal.level), equal.top5[0]["name"])
-    table_console().print(table)
-    summary = (f"hevc at QP {qp} ({'fast' if fast else 'eval'} preset) on {len(shown)} bundled photos; network "
-               f"{pre.spec}; boxes: CenterNet (score >= 0.3); labels: EfficientNet-Lite0 top-5. Every number is "
+    table_console().print(_showcase_table(shown, qp, specs))
+    summary = (f"hevc at QP {qp} ({'fast' if fast else 'eval'} preset) on {len(shown)} bundled photos; networks "
+               f"{specs}; boxes: CenterNet (score >= 0.3); labels: EfficientNet-Lite0 top-5. Every number is "
                f"the length of a real bitstream that a stock HEVC decoder reads.")
     path = write_report(shown, out, "prepcodec demo: plain hevc vs the preprocessing network", summary)
     typer.echo(f"wrote {path} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _showcase_table(shown: list, qp: int, specs: str):
+    """One row per photo and network: bits at the same QP, what top-1 and the boxes became, the QP at equal bits."""
+    from rich.table import Table
+
+    table = Table(title=f"hevc QP {qp}: plain vs {specs} (real bytes; top-1 of EfficientNet-Lite0, CenterNet boxes)")
+    for col in ("photo", "network", "plain bpp", "NPP bpp (same QP)", "saved", "top-1 plain", "top-1 NPP",
+                "boxes plain/NPP", "NPP QP at equal bits", "top-1 there"):
+        table.add_column(col)
+    for p in shown:
+        plain, rest = p.variants[0], p.variants[1:]
+        for same, equal in zip(rest[::2], rest[1::2], strict=True):
+            table.add_row(p.name, same.network, f"{plain.bpp:.3f}", f"{same.bpp:.3f}",
+                          f"{100 * (1 - same.nbytes / plain.nbytes):.1f} %", plain.top5[0]["name"],
+                          same.top5[0]["name"], f"{plain.n_boxes}/{same.n_boxes}", str(equal.level),
+                          equal.top5[0]["name"])
+    return table
 
 
 def demo_command(
     out: Path = typer.Option(Path("demo-out"), "--out", help="folder for the report (index.html + img/), or for "
                              "the sweep's rd.png, rd_msssim.png, results.csv/json"),
     sweep: bool = typer.Option(False, "--sweep", help="the codec benchmark instead of the main job"),
-    npp: str = typer.Option("cls", "--npp", help="network for the main job: a shipped name or an exported .pt"),
+    npp: str = typer.Option(None, "--npp", help="networks for the main job, comma-separated: shipped names or "
+                            "exported .pt files (default: every shipped network)"),
     qp: int = typer.Option(SHOWCASE_QP, "--qp", help="hevc QP of the main job"),
     codecs: str | None = typer.Option(None, "--codecs", help="sweep these codecs, comma-separated (implies --sweep)"),
     levels_per_codec: int = typer.Option(5, "--levels-per-codec", help="levels spread over each codec's range"),

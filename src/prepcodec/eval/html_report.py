@@ -38,12 +38,13 @@ def write_report(photos: list[ShowcasePhoto], out: Path, title: str, summary: st
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"]
     for p in photos:
         save_png(img / f"{p.name}-original.png", p.original)
-        npp_same = p.variants[1]
-        save_png(img / f"{p.name}-removed.png", _amplified_difference(p.original, npp_same.encoded_input))
         cells = [f"<td><b>original</b><img src='img/{p.name}-original.png' alt='{p.name} original'>"
-                 f"{_top5(p.original_top5)}</td>",
-                 f"<td><b>removed by the NPP</b> <span class='k'>|x − x̄| × 8</span>"
-                 f"<img src='img/{p.name}-removed.png' alt='{p.name} removed'></td>"]
+                 f"{_top5(p.original_top5)}</td>"]
+        for k, v in enumerate(v for v in p.variants if v.network and v.label.endswith("same level")):
+            name = f"{p.name}-removed.png" if k == 0 else f"{p.name}-removed-{k}.png"
+            save_png(img / name, _amplified_difference(p.original, v.encoded_input))
+            cells.append(f"<td><b>removed by {html.escape(v.network)}</b> <span class='k'>|x − x̄| × 8</span>"
+                         f"<img src='img/{name}' alt='{p.name} removed by {html.escape(v.network)}'></td>")
         plain_bytes = p.variants[0].nbytes
         for i, v in enumerate(p.variants):
             shown = draw_prediction(v.decoded, "detection", v.boxes) if v.boxes is not None else v.decoded

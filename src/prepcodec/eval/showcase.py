@@ -29,6 +29,7 @@ class Variant:
     top5: list[dict[str, Any]] = field(default_factory=list)
     boxes: dict[str, Any] | None = None  # the detector's prediction (raw, for drawing)
     n_boxes: int = 0
+    network: str = ""  # the NPP that made the encoder's input ("" for plain)
 
 
 @dataclass
@@ -39,30 +40,41 @@ class ShowcasePhoto:
     original_top5: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _variant(codec: Codec, label: str, level: int, encoded_input: np.ndarray, data: bytes) -> Variant:
+def _variant(codec: Codec, label: str, level: int, encoded_input: np.ndarray, data: bytes,
+             network: str = "") -> Variant:
     h, w = encoded_input.shape[:2]
-    return Variant(label, int(level), len(data), 8 * len(data) / (h * w), encoded_input, codec.decode(data))
+    return Variant(label, int(level), len(data), 8 * len(data) / (h * w), encoded_input, codec.decode(data),
+                   network=network)
 
 
-def code_photo(codec: Codec, rgb: np.ndarray, qp_level: int, pre, preset: str) -> list[Variant]:
-    """Plain at the level, NPP at the same level, NPP at equal (or fewer) bits than plain."""
+def _npp_variants(codec: Codec, rgb: np.ndarray, qp_level: int, pre, name: str, preset: str,
+                  plain_bits: int) -> list[Variant]:
+    """One network's two variants: at the same level, and at the best level within the plain stream's bits."""
     from prepcodec.export.encode_job import fit_to_target, levels_by_quality
 
-    plain = codec.encode(rgb, qp_level, preset)
-    pre_same = pre(rgb, codec.to_hevc_qp(qp_level))
-    same = codec.encode(pre_same, qp_level, preset)
     inputs: dict[int, np.ndarray] = {}
 
     def encode(lv: int) -> bytes:
-        inputs[lv] = pre(rgb, codec.to_hevc_qp(lv))
+        if lv not in inputs:
+            inputs[lv] = pre(rgb, codec.to_hevc_qp(lv))
         return codec.encode(inputs[lv], lv, preset)
 
-    level_eq, data_eq, _ = fit_to_target(encode, levels_by_quality(codec), 8 * len(plain))
+    same = encode(qp_level)
+    level_eq, data_eq, _ = fit_to_target(encode, levels_by_quality(codec), plain_bits)
     return [
-        _variant(codec, "plain", qp_level, rgb, plain),
-        _variant(codec, "NPP, same level", qp_level, pre_same, same),
-        _variant(codec, "NPP, equal bits", level_eq, inputs[level_eq], data_eq),
+        _variant(codec, f"{name}, same level", qp_level, inputs[qp_level], same, network=name),
+        _variant(codec, f"{name}, equal bits", level_eq, inputs[level_eq], data_eq, network=name),
     ]
+
+
+def code_photo(codec: Codec, rgb: np.ndarray, qp_level: int, pres: dict, preset: str) -> list[Variant]:
+    """Plain at the level; then for each network (name -> preprocessor) its stream at the same level and at equal
+    (or fewer) bits than plain."""
+    plain = codec.encode(rgb, qp_level, preset)
+    variants = [_variant(codec, "plain", qp_level, rgb, plain)]
+    for name, pre in pres.items():
+        variants += _npp_variants(codec, rgb, qp_level, pre, name, preset, 8 * len(plain))
+    return variants
 
 
 def annotate(photo: ShowcasePhoto, classifier, detector) -> None:
