@@ -198,7 +198,7 @@ def test_roi_blend_starts_at_the_roi_blur_baseline_and_learns_only_small_parts()
     assert count_parameters(net) < 20_000 and not any("task" in k or "cam" in k for k in net.state_dict())
     rgb = np.asarray(Image.open(SAMPLES / "coffee.png").convert("RGB"))[:256, :256]
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
-    baseline = parse_pre("roi:blur:2", net.roi.cam.task)
+    baseline = parse_pre("roi:blur:2", net.roi.attention.task)
     with torch.no_grad():
         ours, ref = net(x, 34.0), baseline.tensor(x)
     assert (ref - x).abs().mean() * 255 > 2  # the baseline does change the picture
