@@ -53,11 +53,13 @@ def _npp_variants(codec: Codec, rgb: np.ndarray, qp_level: int, pre, name: str, 
     from prepcodec.export.encode_job import fit_to_target, levels_by_quality
 
     inputs: dict[int, np.ndarray] = {}
+    streams: dict[int, bytes] = {}  # the bisection may come back to the same level (the base one, say)
 
     def encode(lv: int) -> bytes:
-        if lv not in inputs:
+        if lv not in streams:
             inputs[lv] = pre(rgb, codec.to_hevc_qp(lv))
-        return codec.encode(inputs[lv], lv, preset)
+            streams[lv] = codec.encode(inputs[lv], lv, preset)
+        return streams[lv]
 
     same = encode(qp_level)
     level_eq, data_eq, _ = fit_to_target(encode, levels_by_quality(codec), plain_bits)

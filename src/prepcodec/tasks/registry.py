@@ -63,15 +63,16 @@ def list_tasks() -> list[TaskEntry]:
 
 def create_task(name: str, device: str = "cpu", **kwargs) -> Task:
     """Build a registered task; unknown names give a one-line error listing the known ones."""
-    _load()
-    if name not in _REGISTRY:
-        raise InputError(f"unknown task {name!r}; known: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    return _REGISTRY[name].factory(device=device, **kwargs)
+    return _entry(name).factory(device=device, **kwargs)
 
 
 def task_kind(name: str) -> str:
     """The kind of a registered task ("classification", "detection", ...) without building it."""
+    return _entry(name).kind
+
+
+def _entry(name: str) -> TaskEntry:
     _load()
     if name not in _REGISTRY:
         raise InputError(f"unknown task {name!r}; known: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    return _REGISTRY[name].kind
+    return _REGISTRY[name]

@@ -51,6 +51,11 @@ def center_crop(x: torch.Tensor, size: Size) -> torch.Tensor:
     return x[..., top : top + h, left : left + w]
 
 
+def crop_short_side(size: int, crop_ratio: float) -> int:
+    """The shorter side `resize_center_crop` resizes to before cutting its `size` window (256 for 224 at 0.875)."""
+    return max(size, math.floor(size / crop_ratio + 0.5))
+
+
 def resize_center_crop(
     x: torch.Tensor, size: int, crop_ratio: float = 0.875, mode: str = "bicubic", antialias: bool = True
 ) -> torch.Tensor:
@@ -61,15 +66,14 @@ def resize_center_crop(
     """
     if not 0 < crop_ratio <= 1:
         raise ValueError(f"crop_ratio must be in (0, 1], got {crop_ratio}")
-    short = max(size, math.floor(size / crop_ratio + 0.5))
+    short = crop_short_side(size, crop_ratio)
     return center_crop(resize_short_side(x, short, mode=mode, antialias=antialias), size)
 
 
 def crop_frame(image_hw: tuple[int, int], size: int, crop_ratio: float = 0.875) -> tuple[int, int, int, int]:
     """Where `resize_center_crop(x, size, crop_ratio)` takes its window: (resized h, resized w, top, left)."""
     H, W = image_hw
-    short = max(size, math.floor(size / crop_ratio + 0.5))
-    scale = short / min(H, W)
+    scale = crop_short_side(size, crop_ratio) / min(H, W)
     rh, rw = max(1, round(H * scale)), max(1, round(W * scale))
     return rh, rw, (rh - size) // 2, (rw - size) // 2
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from prepcodec.tasks.resize import crop_short_side
+
 BICUBIC_A = -0.5  # PyTorch's (and PIL's) antialiased bicubic
 
 
@@ -53,8 +55,7 @@ def bilinear_rows(n_in: int | torch.Tensor, n_out: int | torch.Tensor) -> torch.
 
 def _frame(h: torch.Tensor, w: torch.Tensor, size: int, crop_ratio: float):
     """`resize.crop_frame` on tensors: (resized h, resized w, top, left)."""
-    short = max(size, int(size / crop_ratio + 0.5))
-    scale = short / torch.minimum(h, w).float()
+    scale = crop_short_side(size, crop_ratio) / torch.minimum(h, w).float()
     rh, rw = torch.round(h.float() * scale).long(), torch.round(w.float() * scale).long()
     return rh, rw, (rh - size) // 2, (rw - size) // 2
 
