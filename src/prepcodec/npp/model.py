@@ -24,7 +24,6 @@ from torch import nn
 
 from prepcodec.errors import InputError
 
-ROI_START_LOGIT = 8.0  # initial logit of the baseline's blur in the background mix (the others at 0: 0.03 % each)
 QP_CENTER = 34.0  # HEVC QP the conditioning is centred on (middle of the paper's 28..41 range)
 QP_SCALE = 10.0
 DOWN_MODES = ("pool", "stride")
@@ -50,6 +49,10 @@ class NPPConfig:
     keep_sigmas: tuple[float, ...] = ()  # ROIBlend: the kept region is a per-QP mix of blurs of these sigmas (0 = x
     # itself); empty = x as is. A detector gains from a mild blur everywhere (blur:1 is its best baseline)
     blend_start: float = 2.0  # ROIBlend: the sigma both mixes start on (roi:blur:2 for the classifier)
+    start_logit: float = 8.0  # ROIBlend: the mixes' initial logit on `blend_start` (others 0): 8 gives them e^-8 of the
+    # weight and of the gradient (an exact start that barely moves: det-A), 3 ~5 % each (a start that can move)
+    roi_sharpness: float = 40.0  # ROIBlend: slope of the soft threshold on the attention; a detector's 0/1 boxes at
+    # 40 saturate the sigmoid (gradient e^-20: the mask correction cannot learn), at 6 the box keeps 95 %, outside 5 %
 
     def __post_init__(self) -> None:
         if self.down not in DOWN_MODES:
@@ -100,10 +103,12 @@ NPP_SIZES: dict[str, NPPConfig] = {
     "roi-blend": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(0.5, 1.0, 2.0, 4.0), residual=False,
                            roi="effnet-lite0"),
     # the detector's version: CenterNet's boxes (forward-only, npp.features.TaskBoxes) give the keep-mask; the kept
-    # region and the background each get a per-QP blur mix, both starting on sigma 1 — the network starts as blur:1,
-    # the best classical baseline before hevc on COCO (docs/results.md), and learns where and how much to keep
+    # region and the background each get a per-QP blur mix, both starting near sigma 1 — the network starts close to
+    # blur:1, the best classical baseline before hevc on COCO (docs/results.md), and learns where and how much to
+    # keep. Soft start (logit 3) and threshold (slope 6) so that every part gets a gradient (det-A at 8/40 did not)
     "roi-det": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
-                         roi="centernet", keep_sigmas=(0.0, 0.5, 1.0), blend_start=1.0),
+                         roi="centernet", keep_sigmas=(0.0, 0.5, 1.0), blend_start=1.0, start_logit=3.0,
+                         roi_sharpness=6.0),
 }
 
 
@@ -132,7 +137,6 @@ class BlendHead(nn.Module):
         return sum(w[:, k + 1 : k + 2] * (gaussian_blur(x, s) - x) for k, s in enumerate(self.sigmas))
 
 
-ROI_SHARPNESS = 40.0  # logit slope of the soft CAM threshold: 0.05 above the threshold keeps 88 %, 0.1 above 98 %
 ROI_FEATHER_SIGMA = 0.01 * math.hypot(256, 256)  # the baseline's feathering of a 256² image, for every size
 
 
@@ -150,11 +154,11 @@ class QPMLP(nn.Module):
         return self.fc2(F.relu(self.fc1(((qp - QP_CENTER) / QP_SCALE).view(-1, 1))))
 
 
-def _start_logits(sigmas: tuple[float, ...], start: float) -> torch.Tensor:
-    """Mix logits with (nearly) all weight on `start` (the others at e^-8 relative: 0.03 % each)."""
+def _start_logits(sigmas: tuple[float, ...], start: float, logit: float) -> torch.Tensor:
+    """Mix logits with most weight on `start` (the others at e^-logit relative)."""
     logits = torch.zeros(len(sigmas))
     if start in sigmas:
-        logits[sigmas.index(start)] = ROI_START_LOGIT
+        logits[sigmas.index(start)] = logit
     return logits
 
 
@@ -181,12 +185,13 @@ class ROIBlend(nn.Module):
 
         self.attention = task_attention(config.roi)
         self.sigmas, self.keep_sigmas = config.blend_sigmas, config.keep_sigmas
+        self.sharpness = config.roi_sharpness
         self.threshold = QPMLP(1, config.qp_hidden)
         self.mix = QPMLP(len(self.sigmas), config.qp_hidden)
-        self.mix_bias = nn.Parameter(_start_logits(self.sigmas, config.blend_start))
+        self.mix_bias = nn.Parameter(_start_logits(self.sigmas, config.blend_start, config.start_logit))
         if self.keep_sigmas:
             self.keep_mix = QPMLP(len(self.keep_sigmas), config.qp_hidden)
-            self.keep_bias = nn.Parameter(_start_logits(self.keep_sigmas, config.blend_start))
+            self.keep_bias = nn.Parameter(_start_logits(self.keep_sigmas, config.blend_start, config.start_logit))
         c = config.base_channels
         self.conv1 = nn.Conv2d(4 * 4, c, 3, padding=1)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1)
@@ -206,7 +211,7 @@ class ROIBlend(nn.Module):
         h = F.pixel_unshuffle(F.pad(h, (0, pw, 0, ph), mode="replicate"), 2)
         h = self.qp(F.relu(self.conv2(F.relu(self.conv1(h)))), qp)
         u = F.pixel_shuffle(self.out(h), 2)[..., :height, :width]
-        m = gaussian_blur(torch.sigmoid(ROI_SHARPNESS * (cam - t) + u), ROI_FEATHER_SIGMA).clamp(0, 1)
+        m = gaussian_blur(torch.sigmoid(self.sharpness * (cam - t) + u), ROI_FEATHER_SIGMA).clamp(0, 1)
         background = _blur_mix(x, self.sigmas, (self.mix(qp) + self.mix_bias).softmax(dim=1))
         kept = x
         if self.keep_sigmas:
