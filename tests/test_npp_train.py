@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -119,8 +120,13 @@ def test_exported_npp_loads_safely_and_is_keyed_by_its_weights(tmp_path, sample_
         net.unet.out.bias.fill_(0.01)
     export_npp(net, tmp_path / "b.pt")
     other = parse_pre(f"npp:{tmp_path / 'b.pt'}")
-    assert other.spec.split("@")[1] != pre.spec.split("@")[1]  # retrained weights never share cached results
+    assert other.cache_spec != pre.cache_spec  # retrained weights never share cached results
     assert not np.array_equal(other(rgb, 34.0), rgb)
+    moved = tmp_path / "moved" / "c.pt"  # the same weights under another path share them
+    moved.parent.mkdir()
+    for suffix in (".pt", ".json"):
+        shutil.copy(path.with_suffix(suffix), moved.with_suffix(suffix))
+    assert parse_pre(f"npp:{moved}").cache_spec == pre.cache_spec
 
 
 class _Boom:

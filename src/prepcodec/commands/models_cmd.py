@@ -61,7 +61,7 @@ def _split_names(values: Sequence[str] | None) -> list[str] | None:
     return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
-def count_parameters(task: Task) -> int | None:
+def task_weight_count(task: Task) -> int | None:
     """Weights of the task's network (`task.model` or `task.net`): parameters plus buffers, since TF.js graphs
     keep their weights as buffers; BatchNorm running statistics are not counted. None when there is no module."""
     import torch
@@ -203,7 +203,7 @@ def check_command(
     for name, entry in entries.items():
         kw = {"norm": norm} if entry.kind == "classification" else {}
         task = create_task(name, device=device, **kw)
-        row: dict[str, Any] = {"name": name, "kind": entry.kind, "params": count_parameters(task)}
+        row: dict[str, Any] = {"name": name, "kind": entry.kind, "params": task_weight_count(task)}
         row["ms_per_image"] = round(time_predict(task, photo.to(device)), 2)
         if entry.kind == "classification":
             row["norm"] = norm

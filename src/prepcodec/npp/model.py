@@ -372,4 +372,5 @@ def config_dict(model: NPP) -> dict:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Trainable size of a network (the NPP's or a proxy's), as the docs report it."""
     return sum(p.numel() for p in model.parameters())

@@ -8,7 +8,8 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
   roi:flat:ALPHA              keep the region of interest, pull the rest towards the mean colour (ALPHA in [0, 1])
   npp:NAME|PATH               learned preprocessing network: a shipped name (`npp list`) or an exported .pt;
                               QP-aware (it is run at each level's HEVC-axis QP); its canonical spec carries the
-                              weights' content hash (npp:cls@1a2b3c4d5e6f), so cached results follow the weights
+                              weights' content hash (npp:cls@1a2b3c4d5e6f), and its cache key that hash alone,
+                              so cached results follow the weights, whatever the file is called
 """
 
 from __future__ import annotations
@@ -39,16 +40,18 @@ class Preprocessor:
     """rgb uint8 -> rgb uint8 before encoding. `qp` is the HEVC-QP-axis level (used by QP-aware NPPs only)."""
 
     def __init__(self, spec: str, fn: Callable[..., torch.Tensor] | None, qp_aware: bool = False,
-                 revision: str = "") -> None:
+                 revision: str = "", identity: str | None = None) -> None:
         self.spec = spec
         self._fn = fn
         self.qp_aware = qp_aware
         self.revision = revision
+        self.identity = identity or spec  # what the output depends on (a network's weights, not its file's name)
 
     @property
     def cache_spec(self) -> str:
-        """The spec plus the revision of the code behind it: a fixed bug must not be served its old results."""
-        return f"{self.spec}#{self.revision}" if self.revision else self.spec
+        """What the output depends on, plus the revision of the code behind it: a fixed bug must not be served its
+        old results, and a network is the same network under any name or path."""
+        return f"{self.identity}#{self.revision}" if self.revision else self.identity
 
     @property
     def is_identity(self) -> bool:
@@ -86,7 +89,8 @@ def npp_preprocessor(name_or_path: str) -> Preprocessor:
         return net.model(x, float(qp))
 
     revision = baselines.CAM_REVISION if net.model.config.roi else ""
-    return Preprocessor(f"npp:{net.name}@{net.sha256[:12]}", run, qp_aware=True, revision=revision)
+    return Preprocessor(f"npp:{net.name}@{net.sha256[:12]}", run, qp_aware=True, revision=revision,
+                        identity=f"npp@{net.sha256[:12]}")
 
 
 def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float("inf")) -> float:

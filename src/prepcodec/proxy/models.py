@@ -165,6 +165,3 @@ def create_proxy(codec: str = "hevc", size: str = "small") -> ProxyCodec:
     """A freshly initialised proxy of a named size."""
     return build_proxy(make_config(codec, size))
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -83,15 +83,19 @@ class _Detector(TfjsTask):
                         "names": [COCO_NAMES[i] for i in cls.tolist()]})
         return out
 
+    def _heads_and_predictions(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[dict]]:
+        """One forward pass: the raw heads (for a loss) and the boxes decoded back onto the images."""
+        heads, scale, pad = self._heads(images)
+        return heads, self._predictions(heads, scale, pad, tuple(images.shape[-2:]))
+
     def predict(self, images: torch.Tensor) -> list[dict]:
         with torch.no_grad():
-            heads, scale, pad = self._heads(images)
-        return self._predictions(heads, scale, pad, tuple(images.shape[-2:]))
+            return self._heads_and_predictions(images)[1]
 
     def pseudo_targets(self, images: torch.Tensor) -> DetectionTargets:
         with torch.no_grad():
-            heads, scale, pad = self._heads(images)
-        return DetectionTargets([h.detach() for h in heads], self._predictions(heads, scale, pad, images.shape[-2:]))
+            heads, preds = self._heads_and_predictions(images)
+        return DetectionTargets([h.detach() for h in heads], preds)
 
     def loss(self, images: torch.Tensor, targets: DetectionTargets, reduction: str = "mean") -> torch.Tensor:
         """Distillation loss to the teacher's heads; `reduction="none"` gives one value per image (the NPP trainer
@@ -102,8 +106,7 @@ class _Detector(TfjsTask):
     def loss_and_predictions(self, images: torch.Tensor, targets: DetectionTargets,
                              reduction: str = "mean") -> tuple[torch.Tensor, list[dict]]:
         """`loss` and `predict` from one forward pass (validation needs both)."""
-        heads, scale, pad = self._heads(images)
-        preds = self._predictions(heads, scale, pad, tuple(images.shape[-2:]))
+        heads, preds = self._heads_and_predictions(images)
         return self._reduced_loss(heads, targets, reduction), preds
 
     def _reduced_loss(self, heads: list[torch.Tensor], targets: DetectionTargets, reduction: str) -> torch.Tensor:

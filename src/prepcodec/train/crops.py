@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from prepcodec.errors import InputError
+from prepcodec.train.teacher import teacher_for
 
 TRAINING_SETS = ("imagenet-train", "photos-train", "coco-train")  # the splits a network may learn from
-TEACHER_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -123,25 +122,6 @@ def _centre_crop(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[top : top + side, left : left + side])
 
 
-def banks_teacher(task) -> bool:
-    """Whether a task's distillation targets are stored in the bank: a classifier's 1000 probabilities are; a
-    detector's are its full heads (CenterNet: 128x128x84 values, 2.7 MB a crop in float16), so the trainer
-    recomputes them from the uncompressed crop in each step instead (one more forward pass, no gradient)."""
-    return getattr(task, "kind", None) == "classification"
-
-
-def teacher_outputs(task, crops: np.ndarray, progress: bool, desc: str) -> np.ndarray:
-    """The task's pseudo-targets on uncompressed crops, as a float16 array (one row per crop; zero columns for a
-    task whose targets are recomputed, see `banks_teacher`)."""
-    if not banks_teacher(task):
-        return np.zeros((len(crops), 0), np.float16)
-    rows = []
-    for s in tqdm(range(0, len(crops), TEACHER_BATCH), desc=desc, disable=not progress, unit="batch"):
-        x = torch.from_numpy(crops[s : s + TEACHER_BATCH]).permute(0, 3, 1, 2).float() / 255.0
-        rows.append(torch.as_tensor(task.pseudo_targets(x)).float().cpu().numpy().astype(np.float16))
-    return np.concatenate(rows)
-
-
 def build_bank(recipe: CropRecipe, task, progress: bool = True) -> CropBank:
     """Draw the crops and compute the teacher's outputs (no cache)."""
     check_recipe(recipe)
@@ -154,9 +134,10 @@ def build_bank(recipe: CropRecipe, task, progress: bool = True) -> CropBank:
                       for _ in range(recipe.crops_per_image)])
     val = (np.stack([_centre_crop(images[i][1], recipe.val_side) for i in val_idx]) if val_idx
            else np.zeros((0, recipe.val_side, recipe.val_side, 3), np.uint8))
+    teacher = teacher_for(task)
     return CropBank(
-        train=train, train_teacher=teacher_outputs(task, train, progress, "teacher (train crops)"),
-        val=val, val_teacher=teacher_outputs(task, val, progress, "teacher (val crops)") if len(val) else
+        train=train, train_teacher=teacher.rows(train, progress, "teacher (train crops)"),
+        val=val, val_teacher=teacher.rows(val, progress, "teacher (val crops)") if len(val) else
         np.zeros((0, 1), np.float16),
         train_images=len(train_idx), val_ids=[images[i][0] for i in val_idx],
     )

@@ -37,9 +37,9 @@ from prepcodec.train.crops import CropBank, CropRecipe, check_recipe, load_or_bu
 from prepcodec.train.lambda_qp import LambdaSchedule, cached_break_even
 from prepcodec.train.loop import dist_setup, log_scalars, optimizer_step
 from prepcodec.train.routes import ROUTES, CodecPath, real_codec
+from prepcodec.train.teacher import TASK_LOSSES, BankedTeacher, teacher_for
 
 LAM_MODES = ("const", "qp")
-TASK_LOSSES = ("kl", "top1")
 SELECT = ("task_loss", "agreement")
 
 
@@ -132,38 +132,13 @@ def sample_qps(gen: torch.Generator, n: int, cfg: NPPTrainConfig) -> torch.Tenso
     return torch.randint(cfg.qp_min, cfg.qp_max + 1, (n,), generator=gen).float()
 
 
-def distortion_target(teacher: torch.Tensor, kind: str = "kl") -> torch.Tensor:
-    """What D_task compares with: the teacher's probabilities (KL), or ("top1") its top-1 class (cross-entropy).
-
-    KL keeps the whole distribution, which is stricter than what top-1 accuracy asks: measured on the validation
-    crops, ROI blur (−28 % bits at equal top-1 on imagenet-eval) scores +18 % at equal KL (docs/training.md).
-    """
-    return teacher.argmax(dim=1) if kind == "top1" else teacher
-
-
-def task_targets(task, x: torch.Tensor, teacher: torch.Tensor, kind: str = "kl"):
-    """What `task.loss` compares the decoded crops with: from the bank's teacher rows (a classifier, see
-    `distortion_target`), or the teacher recomputed on the uncompressed crops x (a detector: `crops.banks_teacher`)."""
-    from prepcodec.train.crops import banks_teacher
-
-    if banks_teacher(task):
-        return distortion_target(teacher, kind)
-    return task.pseudo_targets(x.detach())
-
-
-def task_distortion(task, x: torch.Tensor, x_hat: torch.Tensor, teacher: torch.Tensor,
-                    kind: str = "kl") -> torch.Tensor:
-    """Per-image D_task of decoded images x_hat of the crops x against the teacher (see `task_targets`)."""
-    return task.loss(x_hat, task_targets(task, x, teacher, kind), reduction="none")
-
-
-def loss_terms(npp: torch.nn.Module, path: CodecPath, task, x: torch.Tensor, teacher: torch.Tensor,
-               qp: torch.Tensor, lam: LambdaSchedule, beta: float, kind: str = "kl") -> dict[str, torch.Tensor]:
+def loss_terms(npp: torch.nn.Module, path: CodecPath, target: BankedTeacher, x: torch.Tensor, teacher: torch.Tensor,
+               qp: torch.Tensor, lam: LambdaSchedule, beta: float) -> dict[str, torch.Tensor]:
     """The paper's loss and its parts (per-batch means); "loss" is what is minimised."""
     x_bar = npp(x, qp)
     x_hat, bits = path(x_bar, qp)
     rate = bits / (x.shape[2] * x.shape[3])
-    d_task = task_distortion(task, x, x_hat, teacher, kind)
+    d_task = target.distortion(x, x_hat, teacher)
     d_pre = (x_bar - x).square().mean(dim=(1, 2, 3))
     loss = (rate + lam(qp) * d_task + beta * d_pre).mean()
     return {"loss": loss, "bpp": rate.mean(), "d_task": d_task.mean(), "d_pre": d_pre.mean()}
@@ -173,7 +148,8 @@ class Validator:
     """Real-codec validation on held-out images: curves of (bpp, task loss, agreement) for NPP and plain."""
 
     def __init__(self, bank: CropBank, task, real, qps: tuple[int, ...], batch: int = 16, kind: str = "kl") -> None:
-        self.bank, self.task, self.real, self.qps, self.batch, self.kind = bank, task, real, qps, batch, kind
+        self.bank, self.real, self.qps, self.batch = bank, real, qps, batch
+        self.target = teacher_for(task, kind)
         self.plain: dict | None = None
 
     @torch.no_grad()
@@ -190,42 +166,16 @@ class Validator:
                 x_bar = x if npp is None else npp(x, q)
                 x_hat, bits = self.real(x_bar, q)
                 bits_sum += float(bits.sum())
-                batch_loss, batch_agree = self._task_terms(x, x_hat, t)
+                batch_loss, batch_agree = self.target.batch_terms(x, x_hat, t)
                 loss_sum += batch_loss
                 agree_parts.append(batch_agree)
                 pre_sum += float((x_bar - x).square().mean(dim=(1, 2, 3)).sum())
             n = len(x_all)
             bpp.append(bits_sum / (n * x_all.shape[2] * x_all.shape[3]))
             loss.append(loss_sum / n)
-            agree.append(self._agreement(agree_parts, n))
+            agree.append(self.target.agreement(agree_parts, n))
             d_pre.append(pre_sum / n)
         return {"qps": list(self.qps), "bpp": bpp, "task_loss": loss, "agreement": agree, "d_pre": d_pre}
-
-    def _task_terms(self, x: torch.Tensor, x_hat: torch.Tensor, t: torch.Tensor) -> tuple[float, object]:
-        """Summed task loss of a batch and its part of the agreement: the count of top-1 matches with the teacher
-        (a classifier), or (a detector) the batch's (predictions, teacher predictions) for one mAP over the set."""
-        from prepcodec.train.crops import banks_teacher
-
-        if banks_teacher(self.task):
-            logits = self.task.logits(x_hat)  # once: the task loss and the agreement both come from it
-            loss = self.task.loss_from_logits(logits, distortion_target(t, self.kind), "none")
-            return float(loss.sum()), float((logits.argmax(1) == t.argmax(1)).sum())
-        targets = self.task.pseudo_targets(x)
-        loss, preds = self.task.loss_and_predictions(x_hat, targets, reduction="none")
-        return float(loss.sum()), (preds, targets.predictions)
-
-    def _agreement(self, parts: list, n: int) -> float:
-        """Top-1 agreement with the teacher, or a detector's mAP@[.5:.95] against the teacher's boxes."""
-        from prepcodec.train.crops import banks_teacher
-
-        if banks_teacher(self.task):
-            return sum(parts) / n
-        from prepcodec.tasks.coco_eval import detection_map, gt_from_predictions
-        from prepcodec.tasks.detection import TEACHER_THRESHOLD
-
-        preds = [p for batch, _ in parts for p in batch]
-        teacher = [p for _, batch in parts for p in batch]
-        return detection_map(preds, gt_from_predictions(teacher, TEACHER_THRESHOLD))["map"]
 
     def score(self, npp: torch.nn.Module, device: torch.device) -> dict:
         """The NPP's curve and its BD-rates vs plain at equal task loss and at equal top-1 agreement (lower =
@@ -326,6 +276,7 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
         gen.set_state(state["sampler_gen"])
         step, elapsed, history = state["step"], state["elapsed_s"], state["history"]
         lam_table, best, val_log = state["lam_table"], state["best"], state["val_log"]
+    target = teacher_for(task, cfg.task_loss)
     if cfg.lam_mode == "qp" and lam_table is None:
         from prepcodec.codecs.registry import get_codec
 
@@ -335,7 +286,7 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
             key["lam_crops"] = cfg.lam_crops
         lam_table = cached_break_even(bank, task, real, cfg.lam_qps, key, n_crops=cfg.lam_crops,
                                       progress=progress and rank == 0,
-                                      distortion=lambda x, x_hat, t: task_distortion(task, x, x_hat, t, cfg.task_loss))
+                                      distortion=target.distortion)
     lam = LambdaSchedule(cfg.lam, lam_table if cfg.lam_mode == "qp" else None)
     validator = Validator(bank, task, real, cfg.val_qps, kind=cfg.task_loss) if len(bank.val) and rank == 0 else None
     t0 = time.perf_counter() - elapsed
@@ -401,7 +352,7 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
             qp = sample_qps(gen, cfg.batch, cfg)
             sl = slice(rank * per_rank, (rank + 1) * per_rank)
             x, teacher = bank.batch(pick[sl], device)
-            terms = loss_terms(net, path, task, x, teacher, qp[sl].to(device), lam, cfg.beta, cfg.task_loss)
+            terms = loss_terms(net, path, target, x, teacher, qp[sl].to(device), lam, cfg.beta)
             if not torch.isfinite(terms["loss"]):
                 raise TrainingDiverged(f"non-finite loss at step {step + 1} ({terms['loss'].item()}); the last good "
                                        f"checkpoint in {out} is kept: resume it with a lower --lr")
