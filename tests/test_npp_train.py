@@ -344,6 +344,23 @@ def test_qp_paired_lambda_is_measured_on_training_crops_and_cached(tmp_path, mon
 
 @pytest.mark.shared_data
 @pytest.mark.weights
+def test_select_last_exports_the_final_weights_also_of_a_finished_run(tmp_path):
+    """`--select last`: the final weights, not the best validation score (a 32-image validation cannot rank
+    checkpoints); resuming a finished run with it re-exports without training or validating again."""
+    from prepcodec.train.npp_trainer import train_npp
+
+    cfg = _tiny_cfg(tmp_path / "r", lr=5e-2)
+    train_npp(cfg, progress=False)
+    final = load_checkpoint(tmp_path / "r")["model"]
+    summary = train_npp(dataclasses.replace(cfg, select="last"), resume=True, progress=False)
+    assert summary["steps"] == 4 and summary["best_step"] == 4 and summary["best_val_score_pct"] is None
+    assert [e["step"] for e in summary["val_log"]] == [0, 2, 4]
+    exported = load_npp(str(tmp_path / "r" / "npp.pt")).model.state_dict()
+    assert all(torch.equal(exported[k], final[k]) for k in final)
+
+
+@pytest.mark.shared_data
+@pytest.mark.weights
 def test_a_fine_tuning_run_resumes_without_its_init_weights(tmp_path):
     """The checkpoint records the architecture: a run started from --init weights resumes on a machine that lacks
     them (only the repository travels between machines)."""

@@ -39,7 +39,8 @@ def train_command(
     task_loss: str = typer.Option("kl", "--task-loss", help="kl (to the teacher's probabilities) or top1 "
                                   "(cross-entropy to the teacher's top-1 class: what top-1 accuracy asks)"),
     select: str = typer.Option("task_loss", "--select", help="validation score that picks the exported weights: "
-                               "task_loss (BD-rate at equal task loss) or agreement (at equal top-1 agreement)"),
+                               "task_loss (BD-rate at equal task loss), agreement (at equal top-1 agreement), or "
+                               "last (the final weights: a validation set too small to rank checkpoints)"),
     qp_min: int = typer.Option(22, "--qp-min"),
     qp_max: int = typer.Option(44, "--qp-max"),
     steps: int = typer.Option(None, "--steps", help="optimizer steps (default 4000; no limit with --budget)"),
@@ -90,8 +91,9 @@ def train_command(
         out=str(out),
     )
     summary = train_npp(cfg, resume=resume, stop_at=stop_at, progress=not quiet)
-    typer.echo(f"{out / 'npp.pt'}: {summary['steps']} steps, best validation step {summary['best_step']} "
-               f"(validation BD-rate by {select}: {summary['best_val_score_pct']} %)")
+    picked = ("the final weights" if select == "last" else f"best validation step {summary['best_step']} "
+              f"(validation BD-rate by {select}: {summary['best_val_score_pct']} %)")
+    typer.echo(f"{out / 'npp.pt'}: {summary['steps']} steps, {picked}")
 
 
 @npp_app.command("list")

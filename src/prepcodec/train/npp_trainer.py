@@ -40,7 +40,7 @@ from prepcodec.train.routes import ROUTES, CodecPath, real_codec
 from prepcodec.train.teacher import TASK_LOSSES, BankedTeacher, teacher_for
 
 LAM_MODES = ("const", "qp")
-SELECT = ("task_loss", "agreement")
+SELECT = ("task_loss", "agreement", "last")  # "last": export the final weights (validation only logged)
 
 
 class TrainingDiverged(PrepcodecError):
@@ -322,7 +322,8 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
         for k in ("bd_rate_task_loss_pct", "bd_rate_agreement_pct"):
             if v[k] is not None:
                 writer.add_scalar(f"val/{k}", v[k], step)
-        bd = v["bd_rate_agreement_pct" if cfg.select == "agreement" else "bd_rate_task_loss_pct"]
+        bd = None if cfg.select == "last" else v["bd_rate_agreement_pct" if cfg.select == "agreement"
+                                                  else "bd_rate_task_loss_pct"]
         writer.add_scalar("val/mean_agreement", float(np.mean(v["agreement"])), step)
         writer.add_scalar("val/mean_bpp", float(np.mean(v["bpp"])), step)
         if bd is not None and (best is None or bd < best["score"]):
@@ -386,7 +387,7 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
     if rank == 0:
         from prepcodec.npp.zoo import export_npp
 
-        if best is not None:
+        if best is not None and cfg.select != "last":
             npp.load_state_dict(best["state"])
         export_npp(npp, out / "npp.pt", training=summary)
     if world > 1:
@@ -407,8 +408,8 @@ def _summary(cfg: NPPTrainConfig, bank: CropBank, step: int, clock_s: float, his
         "cpu_hours": round(clock_s * (os.cpu_count() or 1) / 3600, 3) if device.type == "cpu" else None,
         "device": str(device), "world_size": world, "init": cfg.init,
         "final_loss_mean_last100": float(np.mean(history[-100:])) if history else None,
-        "lam_table": lam_table, "best_step": best["step"] if best else None,
-        "best_val_score_pct": best["score"] if best else None,
+        "lam_table": lam_table, "best_step": step if cfg.select == "last" else best["step"] if best else None,
+        "best_val_score_pct": None if cfg.select == "last" else best["score"] if best else None,
         "val_log": list(val_log),
         "config": asdict(cfg),
     }
