@@ -1,0 +1,38 @@
+"""The shipped networks: each loads weights-only with its training summary, and is a trained network, not its start."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prepcodec.npp.model import create_npp
+from prepcodec.npp.zoo import list_npps, load_npp
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("name", list_npps())
+def test_every_shipped_network_loads_with_its_training_summary(name):
+    net = load_npp(name)
+    training = net.meta["training"]
+    assert training["steps"] > 0 and training["task"] and training["codec"] == "hevc"
+    assert training["data"]["train_images"] > 0 and training["cpu_hours"] > 0
+    assert len(net.sha256) == 64
+
+
+@pytest.mark.weights
+def test_npp_det_learned_to_keep_objects_sharper_than_the_background():
+    """npp:det started near blur:1 everywhere; trained, the boxes' mix moved to sharper blurs than the
+    background's at every QP (what `docs/training.md` reads from its weights)."""
+    if "det" not in list_npps():
+        pytest.skip("npp:det is not shipped")
+    roi = load_npp("det").model.roi
+    start = create_npp("roi-det").roi
+    with torch.no_grad():
+        for qp in (22.0, 34.0, 44.0):
+            q = torch.tensor([qp])
+            keep = (roi.keep_mix(q) + roi.keep_bias).softmax(1)[0]
+            background = (roi.mix(q) + roi.mix_bias).softmax(1)[0]
+            keep_sigma = float(keep @ torch.tensor(roi.keep_sigmas))
+            background_sigma = float(background @ torch.tensor(roi.sigmas))
+            start_keep = float((start.keep_mix(q) + start.keep_bias).softmax(1)[0] @ torch.tensor(start.keep_sigmas))
+            assert keep_sigma < 0.6 < start_keep and background_sigma - keep_sigma > 0.4
