@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from prepcodec.cli import app
-from prepcodec.eval.pictures import removed_information
+from prepcodec.eval.showcase import removed_information
 
 pytest.importorskip("pytorch_grad_cam")
 
@@ -18,9 +18,9 @@ def test_removed_information_is_zero_where_nothing_was_removed(sample_image):
     from prepcodec.npp.preprocessors import to_tensor, to_uint8
 
     rgb = np.array(sample_image("coffee"))
-    assert not removed_information(rgb, rgb).any()
+    assert not removed_information(rgb, rgb, 4.0).any()
     blurred = to_uint8(gaussian_blur(to_tensor(rgb), 2.0))
-    diff = removed_information(rgb, blurred).astype(int)
+    diff = removed_information(rgb, blurred, 4.0).astype(int)
     assert diff.max() > 100  # edges lose the most, amplified
     assert np.median(diff) < diff.max() / 4
 

@@ -8,18 +8,14 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import numpy as np
-
-from prepcodec.eval.showcase import ShowcasePhoto
+from prepcodec.eval.showcase import ShowcasePhoto, removed_information
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}h2{margin-top:32px}
 table{border-collapse:collapse}td{vertical-align:top;padding:6px 10px}img{max-width:300px;display:block}
 .k{color:#666;font-size:90%}.save{color:#07a}.top{font-size:85%;margin:4px 0 0 0;padding-left:18px}"""
 
 
-def _amplified_difference(a: np.ndarray, b: np.ndarray, gain: float = 8.0) -> np.ndarray:
-    """|a - b| x gain, clipped: where the network removed information."""
-    return np.clip(np.abs(a.astype(np.float32) - b.astype(np.float32)) * gain, 0, 255).astype(np.uint8)
+REMOVED_GAIN = 8.0  # the report's amplification of |x − x̄|
 
 
 def _top5(items: list[dict]) -> str:
@@ -42,7 +38,7 @@ def write_report(photos: list[ShowcasePhoto], out: Path, title: str, summary: st
                  f"{_top5(p.original_top5)}</td>"]
         for k, v in enumerate(v for v in p.variants if v.network and v.label.endswith("same level")):
             name = f"{p.name}-removed.png" if k == 0 else f"{p.name}-removed-{k}.png"
-            save_png(img / name, _amplified_difference(p.original, v.encoded_input))
+            save_png(img / name, removed_information(p.original, v.encoded_input, REMOVED_GAIN))
             cells.append(f"<td><b>removed by {html.escape(v.network)}</b> <span class='k'>|x − x̄| × 8</span>"
                          f"<img src='img/{name}' alt='{p.name} removed by {html.escape(v.network)}'></td>")
         plain_bytes = p.variants[0].nbytes

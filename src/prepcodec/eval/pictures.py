@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prepcodec.eval.showcase import ShowcasePhoto
+from prepcodec.eval.showcase import ShowcasePhoto, removed_information
 
 REMOVED_GAIN = 4.0  # |x − x̄| is amplified by this much to be visible
 
@@ -33,12 +33,6 @@ class PictureRow:
     @property
     def npp_equal(self):
         return self.photo.variants[2]
-
-
-def removed_information(original: np.ndarray, processed: np.ndarray, gain: float = REMOVED_GAIN) -> np.ndarray:
-    """|x − x̄| × gain as uint8 RGB (what the network took away, made visible)."""
-    diff = np.abs(original.astype(np.float32) - processed.astype(np.float32)) * gain
-    return np.clip(diff, 0, 255).astype(np.uint8)
 
 
 def _label(variant, kind: str) -> str:
@@ -66,7 +60,7 @@ def _cells(row: PictureRow, kind: str, qp: int) -> list[tuple[np.ndarray, str]]:
     cells = [
         (p.original, f"{p.name}: original"),
         (same.encoded_input, f"NPP output x̄ (QP {qp})"),
-        (removed_information(p.original, same.encoded_input), f"|x − x̄| × {REMOVED_GAIN:g}"),
+        (removed_information(p.original, same.encoded_input, REMOVED_GAIN), f"|x − x̄| × {REMOVED_GAIN:g}"),
         (shown(plain), f"plain QP {plain.level}: {plain.bpp:.3f} bpp\n{_label(plain, kind)}"),
         (shown(equal), f"NPP QP {equal.level}: {equal.bpp:.3f} bpp\n{_label(equal, kind)}"),
     ]

@@ -40,6 +40,12 @@ class ShowcasePhoto:
     original_top5: list[dict[str, Any]] = field(default_factory=list)
 
 
+def removed_information(original: np.ndarray, processed: np.ndarray, gain: float) -> np.ndarray:
+    """|x − x̄| × gain, clipped, as uint8 RGB: what the network took away, made visible."""
+    diff = np.abs(original.astype(np.float32) - processed.astype(np.float32)) * gain
+    return np.clip(diff, 0, 255).astype(np.uint8)
+
+
 def _variant(codec: Codec, label: str, level: int, encoded_input: np.ndarray, data: bytes,
              network: str = "") -> Variant:
     h, w = encoded_input.shape[:2]
