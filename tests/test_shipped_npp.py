@@ -30,9 +30,8 @@ def test_npp_det_learned_to_keep_objects_sharper_than_the_background():
     with torch.no_grad():
         for qp in (22.0, 34.0, 44.0):
             q = torch.tensor([qp])
-            keep = (roi.keep_mix(q) + roi.keep_bias).softmax(1)[0]
-            background = (roi.mix(q) + roi.mix_bias).softmax(1)[0]
-            keep_sigma = float(keep @ torch.tensor(roi.keep_sigmas))
-            background_sigma = float(background @ torch.tensor(roi.sigmas))
-            start_keep = float((start.keep_mix(q) + start.keep_bias).softmax(1)[0] @ torch.tensor(start.keep_sigmas))
+            background, keep = roi.mix_weights(q)
+            keep_sigma = float(keep[0] @ torch.tensor(roi.keep_sigmas))
+            background_sigma = float(background[0] @ torch.tensor(roi.sigmas))
+            start_keep = float(start.mix_weights(q)[1][0] @ torch.tensor(start.keep_sigmas))
             assert keep_sigma < 0.6 < start_keep and background_sigma - keep_sigma > 0.4

@@ -12,13 +12,11 @@ from prepcodec.errors import InputError
 DEFAULT_DATA = {"classification": "imagenet-eval", "detection": "coco-eval"}
 
 
-def _network_task(npp: str) -> str:
-    """The task a network was trained for (its training summary), which decides what the figure draws."""
-    from prepcodec.npp.zoo import load_npp
-
-    task = load_npp(npp).meta.get("training", {}).get("task")
+def _network_task(net) -> str:
+    """The task a loaded network was trained for (its training summary), which decides what the figure draws."""
+    task = net.meta.get("training", {}).get("task")
     if not task:
-        raise InputError(f"npp:{npp} records no training task; give a network exported by `prepcodec train`")
+        raise InputError(f"npp:{net.name} records no training task; give a network exported by `prepcodec train`")
     return task
 
 
@@ -49,7 +47,8 @@ def pictures_command(
     from prepcodec.codecs import get_codec
     from prepcodec.data.datasets import get_dataset
     from prepcodec.eval.pictures import picture_row, picture_sheet
-    from prepcodec.npp.preprocessors import npp_preprocessor
+    from prepcodec.npp.preprocessors import loaded_npp_preprocessor
+    from prepcodec.npp.zoo import load_npp
     from prepcodec.tasks.registry import create_task, task_kind
 
     if not 1 <= images <= 12:
@@ -58,7 +57,8 @@ def pictures_command(
         raise InputError(f"--start must be >= 0, got {start}")
     _check_out(out)
     network = npp.removeprefix("npp:")
-    task_name = _network_task(network)
+    net = load_npp(network)
+    task_name = _network_task(net)
     kind = task_kind(task_name)
     if kind not in DEFAULT_DATA:
         raise InputError(f"pictures draw classifiers and detectors; npp:{network} serves {task_name} ({kind})")
@@ -67,7 +67,7 @@ def pictures_command(
     items = rest[:: max(1, len(rest) // images)][:images]  # spread: imagenet-eval is sorted by class
     if not items:
         raise InputError(f"{ds.name} has {len(ds)} images; --start {start} leaves none")
-    pre = npp_preprocessor(network)
+    pre = loaded_npp_preprocessor(net)
     codec = get_codec("hevc")
     task = create_task(task_name)
     classifier, detector = (task, None) if kind == "classification" else (None, task)

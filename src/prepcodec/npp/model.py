@@ -212,11 +212,17 @@ class ROIBlend(nn.Module):
         h = self.qp(F.relu(self.conv2(F.relu(self.conv1(h)))), qp)
         u = F.pixel_shuffle(self.out(h), 2)[..., :height, :width]
         m = gaussian_blur(torch.sigmoid(self.sharpness * (cam - t) + u), ROI_FEATHER_SIGMA).clamp(0, 1)
-        background = _blur_mix(x, self.sigmas, (self.mix(qp) + self.mix_bias).softmax(dim=1))
-        kept = x
-        if self.keep_sigmas:
-            kept = _blur_mix(x, self.keep_sigmas, (self.keep_mix(qp) + self.keep_bias).softmax(dim=1))
+        background_weights, kept_weights = self.mix_weights(qp)
+        background = _blur_mix(x, self.sigmas, background_weights)
+        kept = x if kept_weights is None else _blur_mix(x, self.keep_sigmas, kept_weights)
         return m * kept + (1 - m) * background
+
+    def mix_weights(self, qp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-QP weights (N, K) over `sigmas` for the background and (with `keep_sigmas`) for the kept region:
+        what the network learned to blur by, readable without an image."""
+        background = (self.mix(qp) + self.mix_bias).softmax(dim=1)
+        kept = (self.keep_mix(qp) + self.keep_bias).softmax(dim=1) if self.keep_sigmas else None
+        return background, kept
 
 
 class QPAdaptive(QPMLP):

@@ -84,6 +84,12 @@ def npp_preprocessor(name_or_path: str) -> Preprocessor:
         net = load_npp(name_or_path)
     except WeightsMissing as exc:
         raise InputError(str(exc)) from None
+    return loaded_npp_preprocessor(net)
+
+
+def loaded_npp_preprocessor(net) -> Preprocessor:
+    """`npp_preprocessor` of an already loaded network (`npp.zoo.LoadedNPP`), for callers that also read its
+    training summary."""
 
     def run(x: torch.Tensor, qp: float) -> torch.Tensor:
         return net.model(x, float(qp))

@@ -40,8 +40,11 @@ def measure_break_even(bank, task, real, qps: Sequence[int], n_crops: int = 128,
                        progress: bool = True, distortion=None) -> dict:
     """Plain real-codec curve on the first `n_crops` training crops: mean bpp and task loss per QP, and λ*(q).
 
-    `distortion(x, x_hat, teacher) -> per-image loss` is the D_task being trained (default: the task's own loss)."""
-    distortion = distortion or (lambda x, x_hat, t: task.loss(x_hat, t, reduction="none"))
+    `distortion(x, x_hat, teacher) -> per-image loss` is the D_task being trained (default: the task's own
+    distillation loss, `train.teacher`)."""
+    from prepcodec.train.teacher import teacher_for
+
+    distortion = distortion or teacher_for(task).distortion
     n = min(n_crops, len(bank.train))
     idx = torch.linspace(0, len(bank.train) - 1, n).round().long()  # spread over the bank, not one image's crops
     bpp, dist = [], []

@@ -25,8 +25,6 @@ class BankedTeacher:
     accuracy asks: on the validation crops ROI blur (−28 % bits at equal top-1 on imagenet-eval) scores +18 % at
     equal KL (docs/training.md)."""
 
-    banked = True
-
     def __init__(self, task, kind: str = "kl") -> None:
         if kind not in TASK_LOSSES:
             raise InputError(f"unknown task loss {kind!r}; choose from {', '.join(TASK_LOSSES)}")
@@ -62,8 +60,6 @@ class BankedTeacher:
 class RecomputedTeacher(BankedTeacher):
     """A detector's teacher: its heads on the uncompressed crop, recomputed per batch (nothing is banked); the
     agreement is COCO mAP@[.5:.95] of the decoded crops' boxes against the teacher's boxes."""
-
-    banked = False
 
     def __init__(self, task, kind: str = "kl") -> None:
         if kind != "kl":  # the trainer's config check says it to the user first
