@@ -95,3 +95,34 @@ def test_mean_iou_units():
     assert mean_iou([p], [t]) == pytest.approx((0.5 + 8 / 12) / 2)
     with pytest.raises(InputError):
         mean_iou([p], [torch.zeros(3, 3)])
+
+
+@pytest.mark.weights
+def test_sweep_scores_miou_against_the_teacher_from_counts(tmp_path, task):
+    """`eval --task selfie`: records keep per-class pixel counts, not masks; the level's mIoU from them equals
+    mean_iou over the masks, falls with JPEG quality, any resample is exact, and a rerun is served by the cache."""
+    from prepcodec.codecs import CodecPool
+    from prepcodec.eval.scoring import LevelScorer
+    from prepcodec.eval.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(data="samples", task="selfie", codec="jpeg", levels=[5, 90], batch=2, limit=0,
+                      cache=tmp_path / "c.sqlite")
+    names = ("astronaut", "kodim04")
+    with CodecPool(workers=1) as pool:
+        result = run_sweep(cfg, tmp_path / "run", task=task, pool=pool, progress=False)
+        again = run_sweep(cfg, tmp_path / "run2", task=task, pool=pool, progress=False)
+    assert again.stats.encoded == 0
+    by_level = {s.level: s.miou for s in result.summaries}
+    assert by_level == {s.level: s.miou for s in again.summaries}
+    assert 0.5 < by_level[5.0] < by_level[90.0] <= 1.0
+    records = sorted((r for r in result.records if r.level == 5.0), key=lambda r: r.image)
+    assert all(set(r.pred) == {"i_fg", "u_fg", "i_bg", "u_bg"} and set(r.teacher) == {"fg"} for r in records)
+    # the same number straight from the masks: the photos, their q5 JPEG and the teacher's masks
+    ours = [r for r in records if r.image in names]
+    masks = [task.predict(jpeg(photo(SAMPLES / f"{r.image}.png"), 5))[0]["mask"] for r in ours]
+    refs = [task.predict(photo(SAMPLES / f"{r.image}.png"))[0]["mask"] for r in ours]
+    scorer = LevelScorer(records)
+    idx = np.array([records.index(r) for r in ours])
+    assert scorer.score("miou", idx) == pytest.approx(mean_iou(masks, refs), abs=2e-3)
+    assert scorer.score("miou", np.concatenate([idx, idx[:1]])) == pytest.approx(
+        mean_iou(masks + masks[:1], refs + refs[:1]), abs=2e-3)

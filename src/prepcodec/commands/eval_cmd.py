@@ -91,7 +91,7 @@ def compare_command(
     ),
     metric: str = typer.Option(
         "top1", "--metric",
-        help="top1 | agreement | map | map50 | pose_ap | psnr | ms_ssim | fsim | lpips (lower is better)",
+        help="top1 | agreement | map | map50 | pose_ap | miou | psnr | ms_ssim | fsim | lpips (lower is better)",
     ),
     as_json: bool = typer.Option(False, "--json", help="print per-run JSON instead of the Markdown table"),
     out: Path | None = typer.Option(None, "--out", help="folder for compare.md, compare.json, rd_<metric>.png"),

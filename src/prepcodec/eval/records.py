@@ -24,7 +24,7 @@ from typing import Any
 from prepcodec.atomic import write_text
 from prepcodec.errors import InputError
 
-TASK_METRICS = ("top1", "agreement", "map", "map50", "pose_ap")
+TASK_METRICS = ("top1", "agreement", "map", "map50", "pose_ap", "miou")
 FIDELITY_METRICS = ("psnr", "ms_ssim", "fsim", "lpips")
 METRIC_NAMES = TASK_METRICS + FIDELITY_METRICS
 
@@ -63,6 +63,7 @@ class LevelSummary:
     map: float | None = None
     map50: float | None = None
     pose_ap: float | None = None
+    miou: float | None = None  # segmentation: two-class mIoU against the teacher's mask
     fsim: float | None = None
     lpips: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +87,10 @@ def _flat_record(rec: ImageRecord) -> dict[str, Any]:
             row[f"{prefix}_top1"] = summary["top1"]
         if "boxes" in summary:
             row[f"{prefix}_boxes"] = len(summary["boxes"])
+        if "fg" in summary:
+            row[f"{prefix}_fg"] = round(summary["fg"], 4)
+        if "i_fg" in summary:
+            row[f"{prefix}_iou_fg"] = round(summary["i_fg"] / max(summary["u_fg"], 1), 4)
         if "keypoints" in summary:
             row[f"{prefix}_kp_score"] = round(sum(k[2] for k in summary["keypoints"]) / 17, 4)
     return row

@@ -11,8 +11,8 @@ from prepcodec.eval.records import TASK_METRICS, LevelSummary
 
 METRIC_LABELS = {
     "top1": "top-1 accuracy (%)", "agreement": "top-1 agreement with teacher (%)", "map": "mAP@[.5:.95] (%)",
-    "map50": "mAP@.5 (%)", "pose_ap": "keypoint AP (OKS) (%)", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM",
-    "fsim": "FSIMc", "lpips": "LPIPS (Alex)",
+    "map50": "mAP@.5 (%)", "pose_ap": "keypoint AP (OKS) (%)", "miou": "mIoU vs teacher (%)",
+    "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "fsim": "FSIMc", "lpips": "LPIPS (Alex)",
 }
 EXTRA_COLUMNS = {"fsim": "FSIM", "lpips": "LPIPS"}  # optional per-level columns of summary_markdown
 

@@ -18,12 +18,17 @@ from typing import Any
 import numpy as np
 
 from prepcodec.eval.records import ImageRecord
+from prepcodec.tasks.coco_eval import SEGMENT_COUNTS, miou_from_counts, segmentation_counts
 
 TEACHER_SCORE_THRESHOLD = 0.3  # teacher detections / keypoints above this score are pseudo ground truth
 
 
-def prediction_summary(kind: str, pred: dict[str, Any]) -> dict[str, Any]:
-    """Compact, JSON-able form of one task prediction (what records store)."""
+def prediction_summary(kind: str, pred: dict[str, Any], reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compact, JSON-able form of one task prediction (what records store).
+
+    Segmentation is scored against the teacher's mask, which a summary cannot carry: the teacher's own summary is
+    its foreground fraction, a decoded image's is its pixel counts against `reference` (the teacher's raw output).
+    """
     if kind == "classification":
         top = pred["top5"][0]
         return {"top1": int(top["index"]), "score": float(top["score"])}
@@ -35,6 +40,11 @@ def prediction_summary(kind: str, pred: dict[str, Any]) -> dict[str, Any]:
         }
     if kind == "pose":
         return {"keypoints": [[float(v) for v in k] for k in pred["keypoints"].tolist()]}
+    if kind == "segmentation":
+        mask = pred["mask"].detach().cpu().numpy()
+        if reference is None:
+            return {"fg": float((mask >= 0.5).mean())}
+        return segmentation_counts(mask, reference["mask"].detach().cpu().numpy())
     if kind == "none":
         return {}
     raise ValueError(f"task kind {kind!r} has no evaluation metric yet")
@@ -247,7 +257,8 @@ class LevelScorer:
 
     Per-image means: psnr, ms_ssim, fsim and lpips (when measured), and for classifiers agreement (with the teacher) and
     top1 (labelled sets).
-    COCO metrics: map, map50 (detection), pose_ap (pose).
+    COCO metrics: map, map50 (detection), pose_ap (pose). Segmentation: miou, the two-class (background, person)
+    mIoU against the teacher's mask over all pixels of the images (ratios of summed counts, `segmentation_counts`).
     """
 
     def __init__(self, records: list[ImageRecord], gt: GroundTruth | None = None) -> None:
@@ -255,6 +266,7 @@ class LevelScorer:
         self.bpp = np.array([r.bpp for r in records])
         self._per_image: dict[str, np.ndarray] = {}
         self._coco: dict[str, tuple[CocoScorer, str]] = {}
+        self._counts: dict[str, np.ndarray] = {}
         gt = gt or GroundTruth()
         self._per_image["psnr"] = np.array([r.psnr for r in records])
         self._per_image["ms_ssim"] = np.array([r.ms_ssim for r in records])
@@ -274,6 +286,8 @@ class LevelScorer:
             scorer = CocoScorer(gt_data, _detections(records), len(records), "bbox")
             self._coco["map"] = (scorer, "ap")
             self._coco["map50"] = (scorer, "ap50")
+        elif "i_fg" in first:
+            self._counts = {k: np.array([r.pred[k] for r in records], dtype=np.float64) for k in SEGMENT_COUNTS}
         elif "keypoints" in first:
             gt_data = _box_gt_from_file(gt.keypoints_json, files) if gt.keypoints_json else _kp_gt_from_teacher(
                 records)
@@ -281,7 +295,7 @@ class LevelScorer:
 
     @property
     def metrics(self) -> list[str]:
-        return [*self._per_image, *self._coco]
+        return [*self._per_image, *self._coco, *(["miou"] if self._counts else [])]
 
     def score(self, metric: str, idx: np.ndarray | None = None) -> float:
         """Metric over images `idx` (default: all): task metrics in [0, 1], PSNR in dB, MS-SSIM in [0, 1]."""
@@ -292,6 +306,8 @@ class LevelScorer:
         if metric in self._coco:
             scorer, which = self._coco[metric]
             return getattr(scorer, which)(idx)
+        if metric == "miou" and self._counts:
+            return miou_from_counts(**{k: float(v[idx].sum()) for k, v in self._counts.items()})
         raise KeyError(metric)
 
     def mean_bpp(self, idx: np.ndarray | None = None) -> float:

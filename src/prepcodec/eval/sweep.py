@@ -114,8 +114,8 @@ def _to_batch(images: list[np.ndarray], device: str) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().to(device)
 
 
-def _predict(task, images: list[np.ndarray], batch: int, device: str) -> list[dict[str, Any]]:
-    """Task predictions for images of any sizes: grouped by shape, batched, returned in input order."""
+def _raw_predict(task, images: list[np.ndarray], batch: int, device: str) -> list[dict[str, Any]]:
+    """Task outputs for images of any sizes: grouped by shape, batched, returned in input order."""
     out: list[dict[str, Any] | None] = [None] * len(images)
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, im in enumerate(images):
@@ -126,8 +126,17 @@ def _predict(task, images: list[np.ndarray], batch: int, device: str) -> list[di
                 part = idx[s : s + batch]
                 preds = task.predict(_to_batch([images[i] for i in part], device))
                 for i, p in zip(part, preds, strict=True):
-                    out[i] = prediction_summary(task.kind, p)
+                    out[i] = p
     return out  # type: ignore[return-value]
+
+
+def _predict(task, images: list[np.ndarray], batch: int, device: str,
+             references: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Record summaries of the task's outputs (scored against `references`, the teacher's raw outputs, where the
+    summary cannot carry what the metric needs: segmentation masks)."""
+    raw = _raw_predict(task, images, batch, device)
+    refs = references if references is not None else [None] * len(raw)
+    return [prediction_summary(task.kind, p, r) for p, r in zip(raw, refs, strict=True)]
 
 
 def _ground_truth(ds, kind: str) -> GroundTruth:
@@ -245,6 +254,7 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                 stats.teacher_computed += len(missing_t)
             teachers = [cached_teacher[teacher_key(h)] for h in hashes]
             preprocessed: list[np.ndarray] | None = None
+            teacher_raw: list[dict[str, Any]] | None = None  # segmentation: the teacher's masks, for the counts
             # queue every level's missing round-trips first, so the codec workers encode the next levels while
             # this process runs the task and the metrics on the finished ones
             plan = []
@@ -271,7 +281,12 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                 if wait is not None:
                     trips = wait()
                     decoded = [t.decoded for t in trips]
-                    preds = _predict(task, decoded, cfg.batch, cfg.device)
+                    refs = None
+                    if task.kind == "segmentation":
+                        if teacher_raw is None:
+                            teacher_raw = _raw_predict(task, images, cfg.batch, cfg.device)
+                        refs = [teacher_raw[i] for i in missing]
+                    preds = _predict(task, decoded, cfg.batch, cfg.device, refs)
                     new = {}
                     for j, i in enumerate(missing):
                         h, w = images[i].shape[:2]

@@ -188,18 +188,35 @@ def pck(predictions: Sequence[dict], targets: Sequence[dict], alpha: float = 0.1
     return hits / total if total else 1.0
 
 
+SEGMENT_COUNTS = ("i_fg", "u_fg", "i_bg", "u_bg")
+
+
+def segmentation_counts(mask, reference, threshold: float = 0.5) -> dict[str, int]:
+    """Pixel counts of one mask against a reference mask (probabilities in [0, 1], same size), per class.
+
+    The two-class mIoU of a set of images is a ratio of sums of these counts, so an evaluation record that keeps
+    only them (not the masks) still scores every subset, and every bootstrap resample, exactly.
+    """
+    pb, tb = _np(mask) >= threshold, _np(reference) >= threshold
+    if pb.shape != tb.shape:
+        raise InputError(f"mask shapes differ: {pb.shape} vs {tb.shape}")
+    return {"i_fg": int((pb & tb).sum()), "u_fg": int((pb | tb).sum()),
+            "i_bg": int((~pb & ~tb).sum()), "u_bg": int((~pb | ~tb).sum())}
+
+
+def miou_from_counts(i_fg: float, u_fg: float, i_bg: float, u_bg: float) -> float:
+    """Mean IoU over the classes present in prediction or reference (1.0 when neither has any pixel)."""
+    ious = [i / u for i, u in ((i_bg, u_bg), (i_fg, u_fg)) if u > 0]
+    return float(np.mean(ious)) if ious else 1.0
+
+
 def mean_iou(pred_masks: Sequence, target_masks: Sequence, threshold: float = 0.5) -> float:
     """Two-class (background, foreground) mIoU over all pixels of all images; masks are probabilities in [0, 1]."""
-    inter, union = np.zeros(2), np.zeros(2)
+    total = dict.fromkeys(SEGMENT_COUNTS, 0)
     for p, t in zip(pred_masks, target_masks, strict=True):
-        pb, tb = _np(p) >= threshold, _np(t) >= threshold
-        if pb.shape != tb.shape:
-            raise InputError(f"mask shapes differ: {pb.shape} vs {tb.shape}")
-        for c, (pc, tc) in enumerate(((~pb, ~tb), (pb, tb))):
-            inter[c] += np.logical_and(pc, tc).sum()
-            union[c] += np.logical_or(pc, tc).sum()
-    valid = union > 0
-    return float((inter[valid] / union[valid]).mean()) if valid.any() else 1.0
+        for k, v in segmentation_counts(p, t, threshold).items():
+            total[k] += v
+    return miou_from_counts(**total)
 
 
 def coco_subset_dir() -> Path:
