@@ -96,3 +96,12 @@ def test_roi_on_classifier_keeps_attended_region():
         after = task.predict(to_tensor(out))[0]["top5"][0]["index"]
     assert after == before  # the class evidence was kept
     assert _grad_energy(to_tensor(out)) < 0.9 * _grad_energy(x)  # and the rest was suppressed
+    # a lower CUT keeps more of the picture (a superset of the default's region); the default has the old spec
+    assert pre.spec == "roi:blur:6" and parse_pre("roi:blur:6:0.50", task).spec == "roi:blur:6"
+    low = parse_pre("roi:blur:6:0.2", task)
+    assert low.spec == "roi:blur:6:0.2" and low.cache_spec != pre.cache_spec
+    m_default, m_low = baselines.roi_mask(task, x), baselines.roi_mask(task, x, 0.2)
+    assert float(m_low.mean()) > float(m_default.mean()) + 0.02 and bool((m_low >= m_default - 1e-6).all())
+    assert _grad_energy(to_tensor(low(rgb))) > _grad_energy(to_tensor(out))
+    with pytest.raises(InputError, match="CUT"):
+        parse_pre("roi:blur:6:1.5", task)

@@ -165,11 +165,12 @@ def box_keep_mask(task: Task, x: torch.Tensor) -> torch.Tensor:
     return hard
 
 
-def roi_mask(task: Task, x: torch.Tensor) -> torch.Tensor:
-    """Soft (N,1,H,W) keep-mask: 1 where the task attends on uncompressed `x`, feathered edges."""
+def roi_mask(task: Task, x: torch.Tensor, cam_threshold: float = ROI_CAM_THRESHOLD) -> torch.Tensor:
+    """Soft (N,1,H,W) keep-mask: 1 where the task attends on uncompressed `x` (a classifier's Grad-CAM at or above
+    `cam_threshold`, a detector's boxes), feathered edges."""
     h, w = x.shape[-2:]
     if task.kind == "classification":
-        hard = (grad_cam(task, x) >= ROI_CAM_THRESHOLD).to(x.dtype)
+        hard = (grad_cam(task, x) >= cam_threshold).to(x.dtype)
     else:
         hard = box_keep_mask(task, x)
     return gaussian_blur(hard, sigma=max(1.0, 0.01 * math.hypot(h, w))).clamp(0, 1)

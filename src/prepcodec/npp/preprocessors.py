@@ -4,8 +4,9 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
   none                        identity
   blur:SIGMA                  Gaussian blur, sigma in pixels
   bilateral:SIGMA_R[:SIGMA_S] bilateral denoiser, range sigma in 8-bit levels, spatial sigma in pixels (default 2)
-  roi:blur:SIGMA              keep the task's region of interest, Gaussian-blur the rest
-  roi:flat:ALPHA              keep the region of interest, pull the rest towards the mean colour (ALPHA in [0, 1])
+  roi:blur:SIGMA[:CUT]        keep the task's region of interest, Gaussian-blur the rest; CUT (classifiers only):
+                              the Grad-CAM level above which a pixel is kept (default 0.5)
+  roi:flat:ALPHA[:CUT]        keep the region of interest, pull the rest towards the mean colour (ALPHA in [0, 1])
   npp:NAME|PATH               learned preprocessing network: a shipped name (`npp list`) or an exported .pt;
                               QP-aware (it is run at each level's HEVC-axis QP); its canonical spec carries the
                               weights' content hash (npp:cls@1a2b3c4d5e6f), and its cache key that hash alone,
@@ -23,7 +24,8 @@ from prepcodec.errors import InputError
 from prepcodec.npp import baselines
 from prepcodec.tasks.base import Task
 
-PRE_HELP = "none | blur:SIGMA | bilateral:SIGMA_R[:SIGMA_S] | roi:blur:SIGMA | roi:flat:ALPHA | npp:NAME|PATH"
+PRE_HELP = ("none | blur:SIGMA | bilateral:SIGMA_R[:SIGMA_S] | roi:blur:SIGMA[:CUT] | roi:flat:ALPHA[:CUT] | "
+            "npp:NAME|PATH")
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -130,19 +132,26 @@ def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
         return Preprocessor(
             f"bilateral:{sigma_r:g}:{sigma_s:g}", lambda x: baselines.bilateral(x, sigma_s, sigma_r / 255.0)
         )
-    if kind == "roi" and len(parts) == 3 and parts[1] in ("blur", "flat"):
+    if kind == "roi" and len(parts) in (3, 4) and parts[1] in ("blur", "flat"):
         mode = parts[1]
         hi = 64.0 if mode == "blur" else 1.0
         strength = _number(parts[2], "SIGMA" if mode == "blur" else "ALPHA", spec, 0.0, hi)
         if task is None:
             raise InputError(f"--pre {spec!r} needs a task (its region of interest comes from the task model)")
+        cut = baselines.ROI_CAM_THRESHOLD
+        if len(parts) == 4:
+            if task.kind != "classification":
+                raise InputError(f"--pre {spec!r}: CUT is the Grad-CAM threshold of a classifier; {task.kind} keeps "
+                                 "its boxes")
+            cut = _number(parts[3], "CUT", spec, 0.0, 1.0)
 
         def roi(x: torch.Tensor) -> torch.Tensor:
-            mask = baselines.roi_mask(task, x)
+            mask = baselines.roi_mask(task, x, cut)
             return baselines.suppress(x, mask, mode, strength)
 
         revision = baselines.CAM_REVISION if task.kind == "classification" else ""
-        return Preprocessor(f"roi:{mode}:{strength:g}", roi, revision=revision)
+        name = f"roi:{mode}:{strength:g}" + ("" if cut == baselines.ROI_CAM_THRESHOLD else f":{cut:g}")
+        return Preprocessor(name, roi, revision=revision)
     if kind == "npp" and len(parts) >= 2 and text[4:].strip():
         return npp_preprocessor(text[4:].strip())
     raise InputError(f"unknown --pre {spec!r}; expected {PRE_HELP}")
