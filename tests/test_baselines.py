@@ -105,3 +105,29 @@ def test_roi_on_classifier_keeps_attended_region():
     assert _grad_energy(to_tensor(low(rgb))) > _grad_energy(to_tensor(out))
     with pytest.raises(InputError, match="CUT"):
         parse_pre("roi:blur:6:1.5", task)
+
+
+@pytest.mark.weights
+def test_graded_blur_follows_the_attention_in_steps():
+    """roi:graded on a real photo: the most attended pixels are untouched, the unattended get the strongest blur,
+    the class survives, and it sits between roi:blur:4 (keep or blur) and no preprocessing in detail kept."""
+    from prepcodec.tasks.registry import create_task
+
+    task = create_task("effnet-lite0")
+    rgb = _rgb("coffee.png", 600)
+    x = to_tensor(rgb)
+    pre = parse_pre("roi:graded", task)
+    assert pre.spec == "roi:graded" and pre.cache_spec.endswith("#" + baselines.CAM_REVISION)
+    out = pre.tensor(x)
+    cam = baselines.gaussian_blur(baselines.grad_cam(task, x), sigma=0.01 * (400**2 + 600**2) ** 0.5)
+    top, low = cam >= 0.5, cam < 0.1
+    assert float(top.float().mean()) > 0.02 and float(low.float().mean()) > 0.1
+    diff = (out - x).abs()
+    assert float(diff.masked_select(top.expand_as(x)).max()) < 1e-6
+    blur4 = baselines.gaussian_blur(x, 4.0)
+    assert float((out - blur4).abs().masked_select(low.expand_as(x)).max()) < 1e-6
+    assert _grad_energy(to_tensor(parse_pre("roi:blur:4", task)(rgb))) < _grad_energy(out) < _grad_energy(x)
+    with torch.no_grad():
+        assert task.predict(out)[0]["top5"][0]["index"] == task.predict(x)[0]["top5"][0]["index"]
+    with pytest.raises(InputError, match="classifier"):
+        parse_pre("roi:graded")

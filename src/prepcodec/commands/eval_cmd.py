@@ -22,7 +22,7 @@ def eval_command(
     levels: str = typer.Option(..., "--levels", help="comma-separated codec levels, e.g. 22,25,28,31"),
     out: Path = typer.Option(..., "--out", help="run directory to write (manifest, records, summary)"),
     pre: str = typer.Option(
-        "none", "--pre", help="none | blur:S | bilateral:R[:S] | roi:blur:S | roi:flat:A | npp:NAME (shipped, see "
+        "none", "--pre", help="none | blur:S | bilateral:R[:S] | roi:blur:S[:CUT] | roi:flat:A | roi:graded | npp:NAME (shipped, see "
         "`prepcodec npp list`) | npp:PATH (an exported .pt); the NPP runs at each level's HEVC-axis QP"
     ),
     preset: str = typer.Option("eval", "--preset", help="codec speed preset; published numbers use eval"),

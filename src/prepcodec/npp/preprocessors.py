@@ -7,6 +7,7 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
   roi:blur:SIGMA[:CUT]        keep the task's region of interest, Gaussian-blur the rest; CUT (classifiers only):
                               the Grad-CAM level above which a pixel is kept (default 0.5)
   roi:flat:ALPHA[:CUT]        keep the region of interest, pull the rest towards the mean colour (ALPHA in [0, 1])
+  roi:graded                  (classifiers) blur in steps that fall as the Grad-CAM rises (baselines.GRADED_STEPS)
   npp:NAME|PATH               learned preprocessing network: a shipped name (`npp list`) or an exported .pt;
                               QP-aware (it is run at each level's HEVC-axis QP); its canonical spec carries the
                               weights' content hash (npp:cls@1a2b3c4d5e6f), and its cache key that hash alone,
@@ -25,7 +26,7 @@ from prepcodec.npp import baselines
 from prepcodec.tasks.base import Task
 
 PRE_HELP = ("none | blur:SIGMA | bilateral:SIGMA_R[:SIGMA_S] | roi:blur:SIGMA[:CUT] | roi:flat:ALPHA[:CUT] | "
-            "npp:NAME|PATH")
+            "roi:graded | npp:NAME|PATH")
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -152,6 +153,10 @@ def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
         revision = baselines.CAM_REVISION if task.kind == "classification" else ""
         name = f"roi:{mode}:{strength:g}" + ("" if cut == baselines.ROI_CAM_THRESHOLD else f":{cut:g}")
         return Preprocessor(name, roi, revision=revision)
+    if kind == "roi" and len(parts) == 2 and parts[1] == "graded":
+        if task is None or task.kind != "classification":
+            raise InputError(f"--pre {spec!r} needs a classifier task (it grades by the classifier's Grad-CAM)")
+        return Preprocessor("roi:graded", lambda x: baselines.graded_blur(task, x), revision=baselines.CAM_REVISION)
     if kind == "npp" and len(parts) >= 2 and text[4:].strip():
         return npp_preprocessor(text[4:].strip())
     raise InputError(f"unknown --pre {spec!r}; expected {PRE_HELP}")
