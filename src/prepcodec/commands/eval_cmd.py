@@ -22,8 +22,9 @@ def eval_command(
     levels: str = typer.Option(..., "--levels", help="comma-separated codec levels, e.g. 22,25,28,31"),
     out: Path = typer.Option(..., "--out", help="run directory to write (manifest, records, summary)"),
     pre: str = typer.Option(
-        "none", "--pre", help="none | blur:S | bilateral:R[:S] | roi:blur:S[:CUT] | roi:flat:A | roi:graded | npp:NAME (shipped, see "
-        "`prepcodec npp list`) | npp:PATH (an exported .pt); the NPP runs at each level's HEVC-axis QP"
+        "none", "--pre", help="none | blur:S | bilateral:R[:S] | roi:blur:S[:CUT] | roi:flat:A | roi:graded | "
+        "npp:NAME (shipped, see `prepcodec npp list`) | npp:PATH (an exported .pt); the NPP runs at each level's "
+        "HEVC-axis QP"
     ),
     preset: str = typer.Option("eval", "--preset", help="codec speed preset; published numbers use eval"),
     limit: int = typer.Option(0, "--limit", help="first N images of the data set only (0 = all)"),
