@@ -208,3 +208,30 @@ def test_roi_blend_starts_at_the_roi_blur_baseline_and_learns_only_small_parts()
     assert net.roi.mix_bias.grad.abs().max() > 0 and net.roi.out.weight.grad.abs().max() > 0
     with pytest.raises(InputError):
         NPPConfig(roi="effnet-lite0", blend_sigmas=(2.0,))  # residual must be off
+
+
+@pytest.mark.weights
+def test_roi_graded_starts_at_the_graded_baseline_and_every_band_learns():
+    """roi-graded at initialisation is roi:graded up to its soft cuts (mean |Δ| < 0.5/255 where the baseline moves
+    pixels by ~6 levels); each band's cut and blur mix gets a gradient; old configs load without the new fields."""
+    from prepcodec.npp.model import NPPConfig, count_parameters
+    from prepcodec.npp.preprocessors import parse_pre
+
+    net = create_npp("roi-graded").eval()
+    assert count_parameters(net) < 20_000
+    rgb = np.asarray(Image.open(SAMPLES / "coffee.png").convert("RGB"))[:256, :256]
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    baseline = parse_pre("roi:graded", net.roi.attention.task)
+    with torch.no_grad():
+        ours, ref = net(x, 34.0), baseline.tensor(x)
+    assert (ref - x).abs().mean() * 255 > 4  # measured 6.4
+    assert (ours - ref).abs().mean() * 255 < 0.5  # measured 0.28 (the soft cuts at the band edges)
+    net.train()
+    net(x, torch.tensor([30.0])).square().mean().backward()
+    roi = net.roi
+    assert all(b.grad.abs().max() > 0 for b in roi.band_bias)
+    assert roi.band_threshold.fc2.weight.grad.abs().max() > 0 and roi.out.weight.grad.abs().max() > 0
+    assert [w.shape for w in roi.band_weights(torch.tensor([22.0, 44.0]))] == [(2, 4), (2, 4)]
+    assert NPPConfig.from_dict({"roi": "effnet-lite0", "residual": False, "blend_sigmas": [1, 2]}).graded_cuts == ()
+    with pytest.raises(InputError):
+        NPPConfig(roi="effnet-lite0", residual=False, blend_sigmas=(1.0, 2.0), graded_cuts=(0.2,), graded_starts=(3.0,))
