@@ -9,6 +9,7 @@ on validation is in the baseline's league. No evaluation image is touched.
     # the split runs E–H validate on (150 whole 256² images), networks too, top-1 cross-entropy as the task loss:
     .venv/bin/python scripts/validate_baselines.py --datasets imagenet-train,photos-train,coco-train \
         --val-images 150 --val-crop 256 --task-loss top1 --pre roi:blur:2,npp:cls,npp:PATH.pt
+    # variants that are no --pre spec (top-5 CAMs, confidence gate, chroma blur, ...): --pre probe:NAME (PROBES)
 """
 
 from __future__ import annotations
@@ -18,19 +19,73 @@ import json
 import math
 
 import torch
+import torch.nn.functional as F
 
 from prepcodec.codecs.pool import CodecPool
 from prepcodec.eval.bdrate import bd_rate
 from prepcodec.eval.compare import bd_pair
+from prepcodec.npp.baselines import gaussian_blur, graded_blur, suppress
+from prepcodec.npp.features import TaskCAM
 from prepcodec.npp.preprocessors import parse_pre
 from prepcodec.tasks.registry import create_task
 from prepcodec.train.crops import CropRecipe, load_or_build
 from prepcodec.train.npp_trainer import NPPTrainConfig, Validator
 from prepcodec.train.routes import real_codec
 
+YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
+def _chroma_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    ycc = torch.einsum("ij,njhw->nihw", YCC, x)
+    ycc = torch.cat([ycc[:, :1], gaussian_blur(ycc[:, 1:], sigma)], dim=1)
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(YCC), ycc).clamp(0, 1)
+
+
+def _border_extended(x: torch.Tensor, crop: float = 224 / 256) -> torch.Tensor:
+    """The part of the picture the classifier's centre crop never sees replaced by the crop's edge, replicated."""
+    h, w = x.shape[-2:]
+    bh, bw = round(h * (1 - crop) / 2), round(w * (1 - crop) / 2)
+    return F.pad(x[..., bh : h - bh, bw : w - bw], (bw, bw, bh, bh), mode="replicate")
+
+
+def _roi(x: torch.Tensor, cam: torch.Tensor, cut: float = 0.5, sigma: float = 2.0) -> torch.Tensor:
+    return suppress(x, gaussian_blur((cam >= cut).to(x.dtype), max(1.0, 0.01 * math.hypot(*x.shape[-2:]))),
+                    "blur", sigma)
+
+
+# variants that are not --pre specs (session 8's probes, docs/training.md): name -> (top_k, fn(x, cam, confidence))
+PROBES = {
+    "top5": (5, lambda x, cam, conf: _roi(x, cam)),
+    "top5-cut0.3": (5, lambda x, cam, conf: _roi(x, cam, 0.3)),
+    "gate": (1, lambda x, cam, conf: x + conf.view(-1, 1, 1, 1) * (_roi(x, cam) - x)),
+    "chroma2": (1, lambda x, cam, conf: _chroma_blur(_roi(x, cam), 2.0)),
+    "chroma4": (1, lambda x, cam, conf: _chroma_blur(_roi(x, cam), 4.0)),
+    "border": (1, lambda x, cam, conf: _border_extended(_roi(x, cam))),
+    "graded-mild": (1, lambda x, cam, conf: graded_blur(x, cam, ((0.5, 0.0), (0.25, 0.5), (0.1, 1.0), (0.0, 2.0)))),
+    "graded-wide": (1, lambda x, cam, conf: graded_blur(x, cam, ((0.3, 0.0), (0.15, 1.0), (0.05, 2.0), (0.0, 4.0)))),
+    "graded-5": (1, lambda x, cam, conf: graded_blur(
+        x, cam, ((0.5, 0.0), (0.3, 0.5), (0.15, 1.0), (0.05, 2.0), (0.0, 4.0)))),
+    "graded-gate": (1, lambda x, cam, conf: x + conf.view(-1, 1, 1, 1) * (graded_blur(x, cam) - x)),
+}
+
+
+def probe_fn(name: str, task):
+    """`probe:NAME`: the classifier's (top-k) Grad-CAM placed on x, then one of PROBES."""
+    top_k, fn = PROBES[name]
+    cam_of = TaskCAM(NPPTrainConfig().task, top_k)  # the validator's classifier
+
+    def run(x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            confidence = task.logits(x).softmax(dim=1).amax(dim=1)
+        return fn(x, cam_of(x), confidence)
+
+    return run
+
 
 def as_tensor_fn(spec: str, task):
     """A `--pre` spec as the (x, qp) -> x̄ tensor function the validator calls (gradients on for Grad-CAM)."""
+    if spec.startswith("probe:"):
+        return probe_fn(spec[len("probe:"):], task)
     pre = parse_pre(spec, task)
 
     def run(x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:

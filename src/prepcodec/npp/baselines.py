@@ -181,12 +181,13 @@ def roi_mask(task: Task, x: torch.Tensor, cam_threshold: float = ROI_CAM_THRESHO
 GRADED_STEPS = ((0.5, 0.0), (0.25, 1.0), (0.1, 2.0), (0.0, 4.0))
 
 
-def graded_blur(task: Task, x: torch.Tensor, steps: tuple[tuple[float, float], ...] = GRADED_STEPS) -> torch.Tensor:
-    """Blur by attention in steps instead of keep-or-blur: a hard keep-mask that cuts through an object costs the
-    classifier most of what it loses (roi:blur at QP 22), so the half-attended parts get a mild blur, not a strong one.
-    The CAM is feathered like roi_mask's edges before it is cut."""
+def graded_blur(x: torch.Tensor, attention: torch.Tensor,
+                steps: tuple[tuple[float, float], ...] = GRADED_STEPS) -> torch.Tensor:
+    """Blur by attention (N,1,H,W in [0, 1]) in steps instead of keep-or-blur: a hard keep-mask that cuts through an
+    object costs the classifier most of what it loses (roi:blur at QP 22), so the half-attended parts get a mild
+    blur, not a strong one. The attention is feathered like roi_mask's edges before it is cut."""
     h, w = x.shape[-2:]
-    cam = gaussian_blur(grad_cam(task, x), sigma=max(1.0, 0.01 * math.hypot(h, w)))
+    cam = gaussian_blur(attention, sigma=max(1.0, 0.01 * math.hypot(h, w)))
     out = torch.zeros_like(x)
     left = torch.ones_like(cam)
     for i, (level, sigma) in enumerate(steps):

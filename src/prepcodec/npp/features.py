@@ -84,12 +84,15 @@ class TaskCAM:
     precision (tested), and the NPP can start exactly at the baseline.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, top_k: int = 1) -> None:
         from prepcodec.tasks.registry import create_task
 
         self.task = create_task(name)
         if getattr(self.task, "kind", None) != "classification":
             raise InputError(f"{name} is not a classifier: the CAM needs a classification head")
+        if top_k < 1:
+            raise InputError(f"top_k must be >= 1, got {top_k}")
+        self.top_k = top_k  # > 1: the CAMs of the k likeliest classes, each at its own peak, weighted by probability
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,11 +107,18 @@ class TaskCAM:
         normed = bn(a)
         logits = m._fc(F.relu6(normed).mean(dim=(2, 3)))
         p = logits.softmax(dim=1)
-        onehot = F.one_hot(p.argmax(dim=1), p.shape[1]).to(p.dtype)
-        v = (onehot - p) @ m._fc.weight  # (N, K): d log p_c / d pooled features
         live = ((normed > 0) & (normed < 6)).to(a.dtype)
-        weights = (v * scale)[:, :, None, None] * live  # d log p_c / dA (times S, which the peak removes)
-        cam = F.relu((weights.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
+        probs, classes = p.topk(self.top_k, dim=1)
+        cam = 0
+        for j in range(self.top_k):
+            onehot = F.one_hot(classes[:, j], p.shape[1]).to(p.dtype)
+            v = (onehot - p) @ m._fc.weight  # (N, K): d log p_c / d pooled features
+            weights = (v * scale)[:, :, None, None] * live  # d log p_c / dA (times S, which the peak removes)
+            one = F.relu((weights.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
+            if self.top_k > 1:
+                share = probs[:, j] / probs.sum(dim=1)
+                one = share.view(-1, 1, 1, 1) * one / one.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            cam = cam + one
         cam = uncrop_map_matrix(cam, x, task.resolution, task.crop_ratio)  # = task.map_to_image, traceable
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         return (cam / peak).to(x.dtype)

@@ -156,7 +156,8 @@ def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
     if kind == "roi" and len(parts) == 2 and parts[1] == "graded":
         if task is None or task.kind != "classification":
             raise InputError(f"--pre {spec!r} needs a classifier task (it grades by the classifier's Grad-CAM)")
-        return Preprocessor("roi:graded", lambda x: baselines.graded_blur(task, x), revision=baselines.CAM_REVISION)
+        return Preprocessor("roi:graded", lambda x: baselines.graded_blur(x, baselines.grad_cam(task, x)),
+                            revision=baselines.CAM_REVISION)
     if kind == "npp" and len(parts) >= 2 and text[4:].strip():
         return npp_preprocessor(text[4:].strip())
     raise InputError(f"unknown --pre {spec!r}; expected {PRE_HELP}")
