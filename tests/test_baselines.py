@@ -129,5 +129,8 @@ def test_graded_blur_follows_the_attention_in_steps():
     assert _grad_energy(to_tensor(parse_pre("roi:blur:4", task)(rgb))) < _grad_energy(out) < _grad_energy(x)
     with torch.no_grad():
         assert task.predict(out)[0]["top5"][0]["index"] == task.predict(x)[0]["top5"][0]["index"]
+    mild = parse_pre("roi:graded:2", task)  # the same cuts, sigmas halved: more detail kept than roi:graded
+    assert mild.spec == "roi:graded:2" and parse_pre("roi:graded:4", task).spec == "roi:graded"
+    assert _grad_energy(out) < _grad_energy(mild.tensor(x)) < _grad_energy(x)
     with pytest.raises(InputError, match="classifier"):
         parse_pre("roi:graded")

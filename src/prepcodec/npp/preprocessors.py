@@ -7,7 +7,8 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
   roi:blur:SIGMA[:CUT]        keep the task's region of interest, Gaussian-blur the rest; CUT (classifiers only):
                               the Grad-CAM level above which a pixel is kept (default 0.5)
   roi:flat:ALPHA[:CUT]        keep the region of interest, pull the rest towards the mean colour (ALPHA in [0, 1])
-  roi:graded                  (classifiers) blur in steps that fall as the Grad-CAM rises (baselines.GRADED_STEPS)
+  roi:graded[:SIGMA_MAX]      (classifiers) blur in steps that fall as the Grad-CAM rises (baselines.GRADED_STEPS,
+                              their sigmas scaled so the least attended pixels get SIGMA_MAX; default 4)
   npp:NAME|PATH               learned preprocessing network: a shipped name (`npp list`) or an exported .pt;
                               QP-aware (it is run at each level's HEVC-axis QP); its canonical spec carries the
                               weights' content hash (npp:cls@1a2b3c4d5e6f), and its cache key that hash alone,
@@ -26,7 +27,7 @@ from prepcodec.npp import baselines
 from prepcodec.tasks.base import Task
 
 PRE_HELP = ("none | blur:SIGMA | bilateral:SIGMA_R[:SIGMA_S] | roi:blur:SIGMA[:CUT] | roi:flat:ALPHA[:CUT] | "
-            "roi:graded | npp:NAME|PATH")
+            "roi:graded[:SIGMA_MAX] | npp:NAME|PATH")
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -153,10 +154,14 @@ def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
         revision = baselines.CAM_REVISION if task.kind == "classification" else ""
         name = f"roi:{mode}:{strength:g}" + ("" if cut == baselines.ROI_CAM_THRESHOLD else f":{cut:g}")
         return Preprocessor(name, roi, revision=revision)
-    if kind == "roi" and len(parts) == 2 and parts[1] == "graded":
+    if kind == "roi" and len(parts) in (2, 3) and parts[1] == "graded":
         if task is None or task.kind != "classification":
             raise InputError(f"--pre {spec!r} needs a classifier task (it grades by the classifier's Grad-CAM)")
-        return Preprocessor("roi:graded", lambda x: baselines.graded_blur(x, baselines.grad_cam(task, x)),
+        top = baselines.GRADED_STEPS[-1][1]
+        sigma_max = _number(parts[2], "SIGMA_MAX", spec, 0.1, 64.0) if len(parts) == 3 else top
+        steps = tuple((level, sigma * sigma_max / top) for level, sigma in baselines.GRADED_STEPS)
+        name = "roi:graded" + ("" if sigma_max == top else f":{sigma_max:g}")
+        return Preprocessor(name, lambda x: baselines.graded_blur(x, baselines.grad_cam(task, x), steps),
                             revision=baselines.CAM_REVISION)
     if kind == "npp" and len(parts) >= 2 and text[4:].strip():
         return npp_preprocessor(text[4:].strip())
