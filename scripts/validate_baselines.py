@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from prepcodec.codecs.pool import CodecPool
 from prepcodec.eval.bdrate import bd_rate
 from prepcodec.eval.compare import bd_pair
-from prepcodec.npp.baselines import gaussian_blur, graded_blur, suppress
+from prepcodec.npp.baselines import feathered, gaussian_blur, graded_blur, suppress
 from prepcodec.npp.features import TaskCAM
 from prepcodec.npp.preprocessors import parse_pre
 from prepcodec.tasks.registry import create_task
@@ -49,8 +49,7 @@ def _border_extended(x: torch.Tensor, crop: float = 224 / 256) -> torch.Tensor:
 
 
 def _roi(x: torch.Tensor, cam: torch.Tensor, cut: float = 0.5, sigma: float = 2.0) -> torch.Tensor:
-    return suppress(x, gaussian_blur((cam >= cut).to(x.dtype), max(1.0, 0.01 * math.hypot(*x.shape[-2:]))),
-                    "blur", sigma)
+    return suppress(x, feathered((cam >= cut).to(x.dtype)), "blur", sigma)
 
 
 # variants that are not --pre specs (session 8's probes, docs/training.md): name -> (top_k, fn(x, cam, confidence))

@@ -90,7 +90,7 @@ def _flat_record(rec: ImageRecord) -> dict[str, Any]:
         if "fg" in summary:
             row[f"{prefix}_fg"] = round(summary["fg"], 4)
         if "i_fg" in summary:
-            row[f"{prefix}_iou_fg"] = round(summary["i_fg"] / max(summary["u_fg"], 1), 4)
+            row[f"{prefix}_iou_fg"] = round(summary["i_fg"] / summary["u_fg"], 4) if summary["u_fg"] else 1.0
         if "keypoints" in summary:
             row[f"{prefix}_kp_score"] = round(sum(k[2] for k in summary["keypoints"]) / 17, 4)
     return row

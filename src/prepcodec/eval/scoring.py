@@ -41,10 +41,9 @@ def prediction_summary(kind: str, pred: dict[str, Any], reference: dict[str, Any
     if kind == "pose":
         return {"keypoints": [[float(v) for v in k] for k in pred["keypoints"].tolist()]}
     if kind == "segmentation":
-        mask = pred["mask"].detach().cpu().numpy()
         if reference is None:
-            return {"fg": float((mask >= 0.5).mean())}
-        return segmentation_counts(mask, reference["mask"].detach().cpu().numpy())
+            return {"fg": float((pred["mask"].detach().cpu().numpy() >= 0.5).mean())}
+        return segmentation_counts(pred["mask"], reference["mask"])
     if kind == "none":
         return {}
     raise ValueError(f"task kind {kind!r} has no evaluation metric yet")

@@ -246,15 +246,19 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
             hashes = [image_hash(im) for im in images]
             cached_teacher = cache.get_many(teacher_key(h) for h in hashes)
             missing_t = [i for i, h in enumerate(hashes) if teacher_key(h) not in cached_teacher]
+            teacher_raw: list[dict[str, Any]] | None = None  # segmentation: the teacher's masks, for the counts
             if missing_t:
-                preds = _predict(task, [images[i] for i in missing_t], cfg.batch, cfg.device)
+                if task.kind == "segmentation":  # its masks are needed again below: predict once, for all images
+                    teacher_raw = _raw_predict(task, images, cfg.batch, cfg.device)
+                    preds = [prediction_summary(task.kind, teacher_raw[i]) for i in missing_t]
+                else:
+                    preds = _predict(task, [images[i] for i in missing_t], cfg.batch, cfg.device)
                 new = {teacher_key(hashes[i]): p for i, p in zip(missing_t, preds, strict=True)}
                 cache.put_many(new.items())
                 cached_teacher.update(new)
                 stats.teacher_computed += len(missing_t)
             teachers = [cached_teacher[teacher_key(h)] for h in hashes]
             preprocessed: list[np.ndarray] | None = None
-            teacher_raw: list[dict[str, Any]] | None = None  # segmentation: the teacher's masks, for the counts
             # queue every level's missing round-trips first, so the codec workers encode the next levels while
             # this process runs the task and the metrics on the finished ones
             plan = []

@@ -165,15 +165,20 @@ def box_keep_mask(task: Task, x: torch.Tensor) -> torch.Tensor:
     return hard
 
 
+def feathered(mask: torch.Tensor) -> torch.Tensor:
+    """A keep-mask or attention map (N,1,H,W) with soft edges: blurred by 1 % of the image diagonal (>= 1 px)."""
+    h, w = mask.shape[-2:]
+    return gaussian_blur(mask, sigma=max(1.0, 0.01 * math.hypot(h, w)))
+
+
 def roi_mask(task: Task, x: torch.Tensor, cam_threshold: float = ROI_CAM_THRESHOLD) -> torch.Tensor:
     """Soft (N,1,H,W) keep-mask: 1 where the task attends on uncompressed `x` (a classifier's Grad-CAM at or above
     `cam_threshold`, a detector's boxes), feathered edges."""
-    h, w = x.shape[-2:]
     if task.kind == "classification":
         hard = (grad_cam(task, x) >= cam_threshold).to(x.dtype)
     else:
         hard = box_keep_mask(task, x)
-    return gaussian_blur(hard, sigma=max(1.0, 0.01 * math.hypot(h, w))).clamp(0, 1)
+    return feathered(hard).clamp(0, 1)
 
 
 # roi:graded: the blur a pixel gets falls as the classifier's Grad-CAM rises — (CAM at least, sigma) from the most to
@@ -186,8 +191,7 @@ def graded_blur(x: torch.Tensor, attention: torch.Tensor,
     """Blur by attention (N,1,H,W in [0, 1]) in steps instead of keep-or-blur: a hard keep-mask that cuts through an
     object costs the classifier most of what it loses (roi:blur at QP 22), so the half-attended parts get a mild
     blur, not a strong one. The attention is feathered like roi_mask's edges before it is cut."""
-    h, w = x.shape[-2:]
-    cam = gaussian_blur(attention, sigma=max(1.0, 0.01 * math.hypot(h, w)))
+    cam = feathered(attention)
     out = torch.zeros_like(x)
     left = torch.ones_like(cam)
     for i, (level, sigma) in enumerate(steps):
