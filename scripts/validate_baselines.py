@@ -52,6 +52,8 @@ def _roi(x: torch.Tensor, cam: torch.Tensor, cut: float = 0.5, sigma: float = 2.
     return suppress(x, feathered((cam >= cut).to(x.dtype)), "blur", sigma)
 
 
+MILD = ((0.5, 0.0), (0.25, 0.5), (0.1, 1.0), (0.0, 2.0))  # = --pre roi:graded:2
+
 # variants that are not --pre specs (session 8's probes, docs/training.md): name -> (top_k, fn(x, cam, confidence))
 PROBES = {
     "top5": (5, lambda x, cam, conf: _roi(x, cam)),
@@ -60,11 +62,12 @@ PROBES = {
     "chroma2": (1, lambda x, cam, conf: _chroma_blur(_roi(x, cam), 2.0)),
     "chroma4": (1, lambda x, cam, conf: _chroma_blur(_roi(x, cam), 4.0)),
     "border": (1, lambda x, cam, conf: _border_extended(_roi(x, cam))),
-    "graded-mild": (1, lambda x, cam, conf: graded_blur(x, cam, ((0.5, 0.0), (0.25, 0.5), (0.1, 1.0), (0.0, 2.0)))),
+    "graded-mild": (1, lambda x, cam, conf: graded_blur(x, cam, MILD)),
     "graded-wide": (1, lambda x, cam, conf: graded_blur(x, cam, ((0.3, 0.0), (0.15, 1.0), (0.05, 2.0), (0.0, 4.0)))),
     "graded-5": (1, lambda x, cam, conf: graded_blur(
         x, cam, ((0.5, 0.0), (0.3, 0.5), (0.15, 1.0), (0.05, 2.0), (0.0, 4.0)))),
     "graded-gate": (1, lambda x, cam, conf: x + conf.view(-1, 1, 1, 1) * (graded_blur(x, cam) - x)),
+    "graded-mild-gate": (1, lambda x, cam, conf: x + conf.view(-1, 1, 1, 1) * (graded_blur(x, cam, MILD) - x)),
 }
 
 

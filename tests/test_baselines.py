@@ -35,6 +35,18 @@ def test_blur_smooths_keeps_mean_and_is_differentiable():
     assert torch.equal(baselines.gaussian_blur(x, 0.0), x)
 
 
+def test_blur_is_the_same_per_channel_and_for_any_leading_shape():
+    """The depthwise blur equals blurring each channel on its own (what it replaced), for images and 1-channel maps,
+    batched or not."""
+    x = to_tensor(_rgb("coffee.png", 96))
+    per_channel = torch.cat([baselines.gaussian_blur(x[:, c : c + 1], 2.0) for c in range(3)], dim=1)
+    assert torch.allclose(baselines.gaussian_blur(x, 2.0), per_channel, atol=1e-6)
+    batch = torch.cat([x, x.flip(-1)])
+    flipped = baselines.gaussian_blur(x.flip(-1), 1.0)[0]
+    assert torch.allclose(baselines.gaussian_blur(batch, 1.0)[1], flipped, atol=1e-6)
+    assert torch.allclose(baselines.gaussian_blur(x[0], 1.0), baselines.gaussian_blur(x, 1.0)[0], atol=1e-6)
+
+
 def test_bilateral_keeps_edges_that_blur_destroys():
     x = to_tensor(_rgb("astronaut.png", 96))
     smooth = baselines.gaussian_blur(x, 2.0)

@@ -235,3 +235,25 @@ def test_roi_graded_starts_at_the_graded_baseline_and_every_band_learns():
     assert NPPConfig.from_dict({"roi": "effnet-lite0", "residual": False, "blend_sigmas": [1, 2]}).graded_cuts == ()
     with pytest.raises(InputError):
         NPPConfig(roi="effnet-lite0", residual=False, blend_sigmas=(1.0, 2.0), graded_cuts=(0.2,), graded_starts=(3.0,))
+
+
+@pytest.mark.weights
+def test_roi_graded_mild_starts_near_its_baseline_with_mixes_that_can_move():
+    """roi-graded-mild starts near roi:graded:2 (mean |Δ| < 1/255 where the baseline moves pixels by ~5 levels; the
+    soft start puts ~13 % of each mix off its sigma) and closer to it than to roi:graded."""
+    from prepcodec.npp.preprocessors import parse_pre
+
+    net = create_npp("roi-graded-mild").eval()
+    rgb = np.asarray(Image.open(SAMPLES / "coffee.png").convert("RGB"))[:256, :256]
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    task = net.roi.attention.task
+    with torch.no_grad():
+        ours = net(x, 34.0)
+        mild, graded = (parse_pre(spec, task).tensor(x) for spec in ("roi:graded:2", "roi:graded"))
+    assert (mild - x).abs().mean() * 255 > 3  # measured 4.7
+    assert (ours - mild).abs().mean() * 255 < 1.0  # measured 0.53
+    assert (ours - graded).abs().mean() * 255 > 2 * (ours - mild).abs().mean() * 255  # measured 2.2
+    bands = net.roi.band_weights(torch.tensor([34.0]))
+    assert [round(float(w.max()), 2) for w in bands] == [0.87, 0.87]
+
+

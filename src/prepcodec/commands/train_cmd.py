@@ -26,8 +26,9 @@ def train_command(
     task: str = typer.Option("effnet-lite0", "--task", help="frozen task model the NPP serves"),
     codec: str = typer.Option("hevc", "--codec", help="real codec trained through"),
     out: Path = typer.Option(Path("runs/npp-cls"), "--out", help="run directory (checkpoint, tb/, npp.pt + .json)"),
-    size: str = typer.Option("small", "--size", help="NPP size: small (CPU), small-full, paper, small-lite0, "
-                             "small-blend, small-mask (docs/training.md)"),
+    size: str = typer.Option("small", "--size", help="NPP size: small (CPU), paper, the ROI networks "
+                             "roi-blend / roi-graded / roi-graded-mild / roi-det, ... (an unknown name lists them all; "
+                             "docs/training.md)"),
     route: str = typer.Option("real", "--route", help="gradient route: real (real forward, proxy backward), "
                               "proxy (proxy both ways), ste (real forward, identity image gradient, proxy rate)"),
     proxy: str = typer.Option(None, "--proxy", help="proxy name or .pt (default: the codec's default proxy)"),
@@ -114,6 +115,32 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="one JSON object
                "lam_mode": t.get("lam_mode"), "beta": t.get("beta"), "cpu_hours": t.get("cpu_hours"),
                "sha256": net.sha256[:12]}
         typer.echo(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+@npp_app.command("show")
+def show_cmd(npp: str = typer.Argument(..., help="a shipped name (cls, det) or an exported .pt"),
+             qps: str = typer.Option("22,26,30,34,38,42,44", "--qps", help="HEVC QPs to read the knobs at")) -> None:
+    """What an ROI-guided network learned, per QP: its cuts on the attention and its blur mixes (mean sigma and the
+    weight on each sigma), read from the weights without running an image."""
+    from prepcodec.npp.zoo import load_npp
+
+    levels = _ints(qps, "--qps")
+    net = load_npp(npp)
+    roi = net.model.roi
+    if roi is None:
+        raise InputError(f"{npp} is not an ROI-guided network (size without roi=): it has no per-QP knobs to read; "
+                         "`prepcodec pictures` shows what it does to images")
+    typer.echo(f"{net.name}: {net.model.config.roi} attention, {net.meta.get('training', {}).get('steps')} steps")
+    for qp in levels:
+        parts = []
+        for key, value in roi.knobs(qp).items():
+            if isinstance(value, dict):
+                mean = sum(s * w for s, w in value.items())
+                weights = "/".join(f"{w:.2f}" for w in value.values())
+                parts.append(f"{key} σ̄ {mean:.2f} ({weights} on σ {'/'.join(f'{s:g}' for s in value)})")
+            else:
+                parts.append(f"{key} {value:.3f}")
+        typer.echo(f"QP {qp}: " + "; ".join(parts))
 
 
 def register(app: typer.Typer) -> None:

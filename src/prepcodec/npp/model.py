@@ -119,6 +119,12 @@ NPP_SIZES: dict[str, NPPConfig] = {
     # roi:blur:2 on the validation split and on imagenet-eval (docs/results.md); cuts and mixes learned per QP
     "roi-graded": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(0.5, 1.0, 2.0, 4.0), residual=False,
                             roi="effnet-lite0", blend_start=4.0, graded_cuts=(0.25, 0.1), graded_starts=(1.0, 2.0)),
+    # roi-graded on the roi:graded:2 curve (kept, then sigma 0.5 / 1, background 2: what keeps most of the half-attended
+    # picture, the best variant on the validation split) with the soft start of roi-det (logit 3: each mix ~87 % on
+    # its start) so that the band mixes move, which at logit 8 they did not (run I)
+    "roi-graded-mild": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(0.5, 1.0, 2.0, 4.0), residual=False,
+                                 roi="effnet-lite0", blend_start=2.0, graded_cuts=(0.25, 0.1),
+                                 graded_starts=(0.5, 1.0), start_logit=3.0),
     "roi-det": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
                          roi="centernet", keep_sigmas=(0.0, 0.5, 1.0), blend_start=1.0, start_logit=3.0,
                          roi_sharpness=6.0),
@@ -252,14 +258,41 @@ class ROIBlend(nn.Module):
 
         shift = 0.5 * torch.tanh(self.band_threshold(qp))  # (N, bands): each cut moves by up to ±50 % of itself
         cuts = torch.tensor(self.graded_cuts, dtype=x.dtype, device=x.device) * (1 + shift)
-        blurs = [gaussian_blur(x, s) for s in self.sigmas]
         left = torch.ones_like(cam)
         take = left * torch.sigmoid(self.sharpness * (cam - t) + u)
         out, left = take * kept, left - take
+        # per blur one single-channel coefficient map (Σ over the bands of take · mix weight), then one image-sized
+        # product per blur: a third of the full-image arithmetic of mixing every band's blurs on its own
+        coefficients = [torch.zeros_like(cam) for _ in self.sigmas]
         for j, band_weights in enumerate(self.band_weights(qp)):
             take = left * torch.sigmoid(self.sharpness * (cam - cuts[:, j].view(-1, 1, 1, 1)) + u)
-            out, left = out + take * _weighted(blurs, band_weights), left - take
-        return out + left * _weighted(blurs, background_weights)
+            left = left - take
+            for k in range(len(self.sigmas)):
+                coefficients[k] = coefficients[k] + take * band_weights[:, k].view(-1, 1, 1, 1)
+        for k, sigma in enumerate(self.sigmas):
+            weight = coefficients[k] + left * background_weights[:, k].view(-1, 1, 1, 1)
+            out = out + weight * gaussian_blur(x, sigma)
+        return out
+
+    @torch.no_grad()
+    def knobs(self, qp: float) -> dict[str, float | dict[float, float]]:
+        """What the network learned at one QP, readable without an image: the keep cut on the attention, each band's
+        cut, and every blur mix as {sigma: weight} (the per-pixel correction u is not in it)."""
+        from prepcodec.npp.baselines import ROI_CAM_THRESHOLD
+
+        q = torch.tensor([float(qp)])
+        out: dict[str, float | dict[float, float]] = {
+            "keep_cut": float(ROI_CAM_THRESHOLD + 0.5 * torch.tanh(self.threshold(q)))}
+        background, kept = self.mix_weights(q)
+        if kept is not None:
+            out["kept_mix"] = dict(zip(self.keep_sigmas, kept[0].tolist(), strict=True))
+        if self.graded_cuts:
+            cuts = torch.tensor(self.graded_cuts) * (1 + 0.5 * torch.tanh(self.band_threshold(q)))
+            for j, weights in enumerate(self.band_weights(q)):
+                out[f"band{j + 1}_cut"] = float(cuts[0, j])
+                out[f"band{j + 1}_mix"] = dict(zip(self.sigmas, weights[0].tolist(), strict=True))
+        out["background_mix"] = dict(zip(self.sigmas, background[0].tolist(), strict=True))
+        return out
 
     def band_weights(self, qp: torch.Tensor) -> list[torch.Tensor]:
         """Per band (top down), per-QP weights (N, K) over `sigmas`; empty without graded cuts."""
