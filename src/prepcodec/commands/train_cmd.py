@@ -130,7 +130,9 @@ def show_cmd(npp: str = typer.Argument(..., help="a shipped name (cls, det) or a
     if roi is None:
         raise InputError(f"{npp} is not an ROI-guided network (size without roi=): it has no per-QP knobs to read; "
                          "`prepcodec pictures` shows what it does to images")
-    typer.echo(f"{net.name}: {net.model.config.roi} attention, {net.meta.get('training', {}).get('steps')} steps")
+    training = net.meta.get("training", {})
+    picked = f" (the weights of step {training['best_step']})" if training.get("best_step") is not None else ""
+    typer.echo(f"{net.name}: {net.model.config.roi} attention, trained {training.get('steps')} steps{picked}")
     for qp in levels:
         parts = []
         for key, value in roi.knobs(qp).items():
