@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,21 @@ def tiny_disk(tmp_path: Path):
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()[:100]}")
     yield mnt
     subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """`cli(*ARGS)` runs `prepcodec ARGS` through the real entry point in this process: (exit code, stdout, stderr)."""
+    from prepcodec.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["prepcodec", *args])
+        try:
+            main()
+            rc = 0
+        except SystemExit as exc:
+            rc = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err
+
+    return run

