@@ -146,3 +146,29 @@ def test_graded_blur_follows_the_attention_in_steps():
     assert _grad_energy(out) < _grad_energy(mild.tensor(x)) < _grad_energy(x)
     with pytest.raises(InputError, match="classifier"):
         parse_pre("roi:graded")
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("name, hw", [("chelsea.png", (256, 256)), ("kodim23.png", (512, 768))])
+def test_unseen_fill_leaves_what_the_classifier_reads_and_flattens_the_rest(name, hw):
+    """`+unseen` changes only pixels the classifier's resize + centre crop never reads: its logits stay (bit-exact
+    when no resize happens, to float noise through an antialiased downscale), the rest turns flat and cheaper."""
+    from prepcodec.tasks.registry import create_task
+    from prepcodec.tasks.resize import seen_window
+
+    task = create_task("effnet-lite0")
+    rgb = np.asarray(Image.open(SAMPLES / name).convert("RGB").resize(hw[::-1], Image.BICUBIC)).copy()
+    pre = parse_pre("roi:graded:2+unseen", task)
+    assert pre.spec == "roi:graded:2+unseen" and pre.cache_spec.startswith("roi:graded:2+unseen#")
+    inner, x = parse_pre("roi:graded:2", task), to_tensor(rgb)
+    y, z = pre.tensor(x), inner.tensor(x)
+    top, bottom, left, right = seen_window(hw, task.resolution, task.crop_ratio)
+    assert torch.equal(y[..., top:bottom, left:right], z[..., top:bottom, left:right])
+    assert not torch.equal(y, z) and float((y[..., :, :left] - y[..., :, left : left + 1]).abs().max()) == 0
+    with torch.no_grad():
+        drift = float((task.logits(y) - task.logits(z)).abs().max())
+    assert drift == 0 if hw == (256, 256) else drift < 1e-3
+    assert _grad_energy(y) < _grad_energy(z)
+    assert parse_pre("none+unseen", task).spec == "none+unseen"
+    with pytest.raises(InputError, match="classifier"):
+        parse_pre("blur:1+unseen")

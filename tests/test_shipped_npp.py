@@ -38,6 +38,22 @@ def test_npp_det_learned_to_keep_objects_sharper_than_the_background():
 
 
 @pytest.mark.weights
+def test_npp_cls_moved_its_keep_cut_with_the_qp():
+    """npp:cls (run J) started as roi:graded:2 with the keep cut at 0.5 for every QP; trained, it keeps more of the
+    attended object at high rates and less at low ones (`docs/training.md`, run J), and its background blur grew."""
+    if "cls" not in list_npps():
+        pytest.skip("npp:cls is not shipped")
+    roi = load_npp("cls").model.roi
+    start = create_npp("roi-graded-mild").roi  # its start (tests/test_npp_bridge.py: = roi:graded:2)
+    with torch.no_grad():
+        cut = {qp: float(roi.keep_cut(torch.tensor([qp]))[0]) for qp in (22.0, 44.0)}
+        assert abs(float(start.keep_cut(torch.tensor([22.0]))[0]) - 0.5) < 0.02
+        assert cut[22.0] < 0.45 and cut[44.0] > 0.7
+        background = float(roi.mix_weights(torch.tensor([22.0]))[0][0] @ torch.tensor(roi.sigmas))
+        assert background > float(start.mix_weights(torch.tensor([22.0]))[0][0] @ torch.tensor(start.sigmas)) + 0.5
+
+
+@pytest.mark.weights
 def test_npp_show_reads_the_learned_knobs_per_qp(cli, tmp_path):
     """`prepcodec npp show` prints one line per QP with the cuts and mixes the weights hold (npp:cls's keep cut
     rose with the QP: the line at 44 differs from the one at 22); a non-ROI network is refused in one line."""

@@ -13,6 +13,8 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
                               QP-aware (it is run at each level's HEVC-axis QP); its canonical spec carries the
                               weights' content hash (npp:cls@1a2b3c4d5e6f), and its cache key that hash alone,
                               so cached results follow the weights, whatever the file is called
+  SPEC+unseen                 (classifiers) SPEC, then what the classifier's resize + centre crop never reads
+                              replaced by the read window's edge, replicated (`baselines.fill_unseen`)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from prepcodec.npp import baselines
 from prepcodec.tasks.base import Task
 
 PRE_HELP = ("none | blur:SIGMA | bilateral:SIGMA_R[:SIGMA_S] | roi:blur:SIGMA[:CUT] | roi:flat:ALPHA[:CUT] | "
-            "roi:graded[:SIGMA_MAX] | npp:NAME|PATH")
+            "roi:graded[:SIGMA_MAX] | npp:NAME|PATH, each optionally +unseen")
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -113,14 +115,33 @@ def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float(
     return value
 
 
+UNSEEN = "+unseen"
+
+
 def needs_task(spec: str) -> bool:
-    """True for specs whose preprocessor needs the task model (ROI suppression)."""
-    return spec.strip().lower().startswith("roi:")
+    """True for specs whose preprocessor needs the task model (ROI suppression, the classifier's crop window)."""
+    text = spec.strip().lower()
+    return text.startswith("roi:") or text.endswith(UNSEEN)
+
+
+def _with_unseen_filled(inner: Preprocessor, task: Task | None, spec: str) -> Preprocessor:
+    """`inner`, then `baselines.fill_unseen`: a separate cache entry (spec and identity carry the suffix)."""
+    if task is None or task.kind != "classification":
+        raise InputError(f"--pre {spec!r}: {UNSEEN} flattens what a classifier's centre crop never reads; it needs a "
+                         "classifier task")
+
+    def run(x: torch.Tensor, qp: float | None = None) -> torch.Tensor:
+        return baselines.fill_unseen(task, inner.tensor(x, qp))
+
+    return Preprocessor(inner.spec + UNSEEN, run, qp_aware=inner.qp_aware, revision=inner.revision,
+                        identity=inner.identity + UNSEEN)
 
 
 def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
     """Build the preprocessor a `--pre` string names; ROI baselines need the task whose attention they keep."""
     text = spec.strip()
+    if text.lower().endswith(UNSEEN):
+        return _with_unseen_filled(parse_pre(text[: -len(UNSEEN)], task), task, spec)
     parts = text.split(":")
     kind = parts[0].lower()
     if kind == "none" and len(parts) == 1:

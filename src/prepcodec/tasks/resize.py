@@ -78,6 +78,20 @@ def crop_frame(image_hw: tuple[int, int], size: int, crop_ratio: float = 0.875) 
     return rh, rw, (rh - size) // 2, (rw - size) // 2
 
 
+def seen_window(image_hw: tuple[int, int], size: int, crop_ratio: float = 0.875) -> tuple[int, int, int, int]:
+    """The rows and columns of the original image `resize_center_crop` reads, as (top, bottom, left, right), end
+    exclusive: the centre window mapped back, widened by the resize kernel's reach (none when no resize happens).
+    Pixels outside it never reach the model, whatever they hold."""
+    H, W = image_hw
+    rh, rw, top, left = crop_frame(image_hw, size, crop_ratio)
+    if (rh, rw) == (H, W):
+        return top, top + size, left, left + size
+    sy, sx = rh / H, rw / W
+    reach = math.ceil(2 / min(sy, sx, 1.0)) + 1  # bicubic taps span 2 output pixels either side (antialiased)
+    return (max(0, math.floor(top / sy) - reach), min(H, math.ceil((top + size) / sy) + reach),
+            max(0, math.floor(left / sx) - reach), min(W, math.ceil((left + size) / sx) + reach))
+
+
 def uncrop_map(m: torch.Tensor, image_hw: tuple[int, int], size: int, crop_ratio: float = 0.875) -> torch.Tensor:
     """Place a map over the model input of `resize_center_crop` back on the original image: 0 where the crop
     never looked.
