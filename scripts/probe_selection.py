@@ -45,8 +45,7 @@ BATCH = 20
 
 def graded(x: torch.Tensor, attention: torch.Tensor, sigma_max: float) -> torch.Tensor:
     """roi:graded with every sigma scaled so the background's is `sigma_max`."""
-    top = B.GRADED_STEPS[-1][1]
-    return B.graded_blur(x, attention, tuple((level, s * sigma_max / top) for level, s in B.GRADED_STEPS))
+    return B.graded_blur(x, attention, B.graded_steps(sigma_max))
 
 
 def sensitivity(task, x: torch.Tensor, sigma: float = 2.0, smooth: float = 8.0) -> torch.Tensor:
@@ -77,10 +76,6 @@ def candidates(task, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {k: v.detach().clamp(0, 1) for k, v in out.items()}
 
 
-def _u8(x: torch.Tensor) -> list[np.ndarray]:
-    return [(img.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8) for img in x]
-
-
 def _tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.asarray(a)).permute(2, 0, 1).float() / 255 for a in images])
 
@@ -104,12 +99,11 @@ def record_batch(task, proxy, pool: CodecPool, x: torch.Tensor) -> dict:
         raw = _scores(task, y, classes)
         entry = {"raw_top1": raw[0], "raw_p": raw[1]}
         for q in QPS:
-            trips = pool.roundtrip("hevc", _u8(y), q)
+            decoded, bits = pool.roundtrip_tensor("hevc", y, q, preset="eval")
             with torch.no_grad():
                 decoded_proxy = proxy(y, torch.full((len(y),), float(q)))[0].clamp(0, 1)
-            real = _scores(task, _tensor([t.decoded for t in trips]), classes)
-            prox = _scores(task, decoded_proxy, classes)
-            entry[str(q)] = {"bpp": [t.bpp for t in trips], "top1": real[0], "p": real[1],
+            real, prox = _scores(task, decoded, classes), _scores(task, decoded_proxy, classes)
+            entry[str(q)] = {"bpp": (bits / (y.shape[-2] * y.shape[-1])).tolist(), "top1": real[0], "p": real[1],
                              "proxy_top1": prox[0], "proxy_p": prox[1]}
         out["cand"][name] = entry
     return out
@@ -144,7 +138,7 @@ def analyse(records: dict) -> list[dict]:
     cand = {name: {key: value[:n] if isinstance(value, list) else {k: v[:n] for k, v in value.items()}
                    for key, value in entry.items()} for name, entry in records["cand"].items()}
 
-    def curve(choice) -> tuple[list[float], list[float]]:  # choice(q) -> per-image candidate name index in LADDER
+    def curve(choice) -> tuple[list[float], list[float]]:  # choice(q) -> per image, the candidate's name
         bpp, acc = [], []
         for q in map(str, QPS):
             names = choice(q)

@@ -193,6 +193,12 @@ def roi_mask(task: Task, x: torch.Tensor, cam_threshold: float = ROI_CAM_THRESHO
 GRADED_STEPS = ((0.5, 0.0), (0.25, 1.0), (0.1, 2.0), (0.0, 4.0))
 
 
+def graded_steps(sigma_max: float = GRADED_STEPS[-1][1]) -> tuple[tuple[float, float], ...]:
+    """GRADED_STEPS with every sigma scaled so the least attended pixels get `sigma_max` (`roi:graded:SIGMA_MAX`)."""
+    top = GRADED_STEPS[-1][1]
+    return tuple((level, sigma * sigma_max / top) for level, sigma in GRADED_STEPS)
+
+
 def graded_blur(x: torch.Tensor, attention: torch.Tensor,
                 steps: tuple[tuple[float, float], ...] = GRADED_STEPS) -> torch.Tensor:
     """Blur by attention (N,1,H,W in [0, 1]) in steps instead of keep-or-blur: a hard keep-mask that cuts through an
@@ -211,8 +217,8 @@ def graded_blur(x: torch.Tensor, attention: torch.Tensor,
 def fill_unseen(task: Task, x: torch.Tensor) -> torch.Tensor:
     """`x` with what a classifier's resize + centre crop never reads replaced by the read window's edge, replicated:
     bits the task cannot use cost next to nothing once flat (a 256² ImageNet image: the outer 16 px, 23 % of it)."""
-    top, bottom, left, right = seen_window(tuple(x.shape[-2:]), task.resolution, task.crop_ratio)
     h, w = x.shape[-2:]
+    top, bottom, left, right = seen_window((h, w), task.resolution, task.crop_ratio)
     return F.pad(x[..., top:bottom, left:right], (left, w - right, top, h - bottom), mode="replicate")
 
 

@@ -180,7 +180,7 @@ def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
             raise InputError(f"--pre {spec!r} needs a classifier task (it grades by the classifier's Grad-CAM)")
         top = baselines.GRADED_STEPS[-1][1]
         sigma_max = _number(parts[2], "SIGMA_MAX", spec, 0.1, 64.0) if len(parts) == 3 else top
-        steps = tuple((level, sigma * sigma_max / top) for level, sigma in baselines.GRADED_STEPS)
+        steps = baselines.graded_steps(sigma_max)
         name = "roi:graded" + ("" if sigma_max == top else f":{sigma_max:g}")
         return Preprocessor(name, lambda x: baselines.graded_blur(x, baselines.grad_cam(task, x), steps),
                             revision=baselines.CAM_REVISION)
