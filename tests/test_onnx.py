@@ -22,15 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 EXE = Path(sys.executable).with_name("prepcodec")
 
 
-@pytest.fixture(scope="module", params=["shipped-cls", "mask"])
+@pytest.fixture(scope="module", params=["shipped-cls-roi", "mask"])
 def net_pt(request, tmp_path_factory):
-    """The shipped npp:cls (ROI-guided: the classifier's resize, crop and Grad-CAM inside the graph), and a
+    """The shipped npp:cls-roi (run J, ROI-guided: the classifier's resize, crop and Grad-CAM inside the graph; the
+    torch-free edge's network, since npp:cls adds a backward pass that does not export), and a
     feature-guided mask network (frozen Lite0 trunk + U-Net + blend head) moved off its start, as .pt files."""
     from prepcodec.npp.model import create_npp
     from prepcodec.npp.zoo import export_npp, resolve
 
-    if request.param == "shipped-cls":
-        return resolve("cls")
+    if request.param == "shipped-cls-roi":
+        return resolve("cls-roi")
     torch.manual_seed(0)
     net = create_npp("small-mask")
     for p in net.parameters():

@@ -38,12 +38,14 @@ def test_npp_det_learned_to_keep_objects_sharper_than_the_background():
 
 
 @pytest.mark.weights
-def test_npp_cls_moved_its_keep_cut_with_the_qp():
-    """npp:cls (run J) started as roi:graded:2 with the keep cut at 0.5 for every QP; trained, it keeps more of the
-    attended object at high rates and less at low ones (`docs/training.md`, run J), and its background blur grew."""
-    if "cls" not in list_npps():
-        pytest.skip("npp:cls is not shipped")
-    roi = load_npp("cls").model.roi
+@pytest.mark.parametrize("name", ["cls", "cls-roi"])
+def test_npp_cls_moved_its_keep_cut_with_the_qp(name):
+    """npp:cls-roi (run J; npp:cls is J grown by the evidence stage) started as roi:graded:2 with the keep cut at 0.5
+    for every QP; trained, it keeps more of the attended object at high rates and less at low ones
+    (`docs/training.md`, run J), and its background blur grew."""
+    if name not in list_npps():
+        pytest.skip(f"npp:{name} is not shipped")
+    roi = load_npp(name).model.roi
     start = create_npp("roi-graded-mild").roi  # its start (tests/test_npp_bridge.py: = roi:graded:2)
     with torch.no_grad():
         cut = {qp: float(roi.keep_cut(torch.tensor([qp]))[0]) for qp in (22.0, 44.0)}
@@ -68,3 +70,21 @@ def test_npp_show_reads_the_learned_knobs_per_qp(cli, tmp_path):
     plain = export_npp(create_npp("small"), tmp_path / "small.pt")
     rc, out, err = cli("npp", "show", str(plain))
     assert rc == 2 and out == "" and "not an ROI-guided network" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.weights
+def test_npp_cls_is_run_j_grown_by_the_evidence_stage():
+    """npp:cls = `prepcodec npp grow cls-roi --size roi-graded-amp`: J's weights unchanged, the evidence gain at its
+    start (1 at every QP), and the JSON says so (docs/training.md, "Session 11")."""
+    from prepcodec.npp.model import grow_npp
+
+    if not {"cls", "cls-roi"} <= set(list_npps()):
+        pytest.skip("npp:cls / npp:cls-roi are not shipped")
+    shipped, j = load_npp("cls"), load_npp("cls-roi")
+    assert shipped.model.config.evidence_levels == 16.0 and not j.model.config.evidence_levels
+    grown = grow_npp(j.model, "roi-graded-amp").state_dict()
+    assert grown.keys() == shipped.model.state_dict().keys()
+    for key, value in j.model.state_dict().items():  # the new stage's first layer is randomly initialised
+        assert torch.equal(value, shipped.model.state_dict()[key]), key
+    assert shipped.meta["training"]["grown"]["size"] == "roi-graded-amp"
+    assert all(shipped.model.roi.knobs(qp)["evidence_gain"] == pytest.approx(1.0) for qp in (22.0, 44.0))

@@ -26,9 +26,10 @@ def train_command(
     task: str = typer.Option("effnet-lite0", "--task", help="frozen task model the NPP serves"),
     codec: str = typer.Option("hevc", "--codec", help="real codec trained through"),
     out: Path = typer.Option(Path("runs/npp-cls"), "--out", help="run directory (checkpoint, tb/, npp.pt + .json)"),
-    size: str = typer.Option("small", "--size", help="NPP size: small (CPU), paper, the ROI networks "
-                             "roi-blend / roi-graded / roi-graded-mild / roi-det, ... (an unknown name lists them all; "
-                             "docs/training.md)"),
+    size: str = typer.Option(None, "--size", help="NPP size (default small): small (CPU), paper, the ROI networks "
+                             "roi-blend / roi-graded / roi-graded-mild / roi-graded-amp / roi-det, ... (an unknown "
+                             "name lists them all; docs/training.md); with --init, the --init network's own unless "
+                             "this adds evidence amplification to it"),
     route: str = typer.Option("real", "--route", help="gradient route: real (real forward, proxy backward), "
                               "proxy (proxy both ways), ste (real forward, identity image gradient, proxy rate)"),
     proxy: str = typer.Option(None, "--proxy", help="proxy name or .pt (default: the codec's default proxy)"),
@@ -143,6 +144,26 @@ def show_cmd(npp: str = typer.Argument(..., help="a shipped name (cls, det) or a
             else:
                 parts.append(f"{key} {value:.3f}")
         typer.echo(f"QP {qp}: " + "; ".join(parts))
+
+
+@npp_app.command("grow")
+def grow_cmd(npp: str = typer.Argument(..., help="a trained network: a shipped name or an exported .pt"),
+             size: str = typer.Option(..., "--size", help="the same network plus evidence amplification, e.g. "
+                                      "roi-graded-amp for run J (roi-graded-mild)"),
+             out: Path = typer.Option(..., "--out", help="where to write the grown network (.pt + .json)")) -> None:
+    """Write a trained network into the larger architecture of --size with the added stage at its start (evidence
+    amplification at gain 1): the stage-1 network of a run that trains the new stage (`train --init NPP --size`),
+    usable and evaluable before that run ends. Its training summary is the trained network's, with `grown` added."""
+    from prepcodec.npp.model import count_parameters, grow_npp
+    from prepcodec.npp.zoo import export_npp, load_npp
+
+    net = load_npp(npp)
+    grown = grow_npp(net.model, size)
+    training = dict(net.meta.get("training", {}))
+    training["grown"] = {"from": npp, "from_sha256": net.sha256, "size": size,
+                         "new_stage": "evidence amplification at its start (gain 1 at every QP), not trained"}
+    path = export_npp(grown, out, training=training)
+    typer.echo(f"{path}: {npp} grown into {size} ({count_parameters(grown)} parameters; the new stage at its start)")
 
 
 def register(app: typer.Typer) -> None:

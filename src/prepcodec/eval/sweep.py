@@ -271,11 +271,10 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                 wait = None
                 if missing:
                     if pre.qp_aware:
-                        qp = codec.to_hevc_qp(level)
-                        inputs = [pre(images[i], qp) for i in missing]
+                        inputs = pre.many([images[i] for i in missing], codec.to_hevc_qp(level), cfg.batch)
                     else:
                         if preprocessed is None:
-                            preprocessed = [pre(im) for im in images]
+                            preprocessed = pre.many(images, batch=cfg.batch)
                         inputs = [preprocessed[i] for i in missing]
                     if pool is None:
                         pool = CodecPool(workers=cfg.workers)

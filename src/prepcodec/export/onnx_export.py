@@ -68,6 +68,9 @@ def export_onnx(spec: str, out: str | os.PathLike, check_images: list[np.ndarray
         if task_kind(model.config.roi) != "classification":
             raise InputError(f"npp:{net.name} keeps {model.config.roi}'s boxes: the box decoding (top-k, NMS) has "
                              "no ONNX graph here; run this network with torch")
+        if model.config.evidence_levels:
+            raise InputError(f"npp:{net.name} amplifies the classifier's evidence along its input gradient (a "
+                             "backward pass), which has no ONNX graph here; run this network with torch")
     example = (torch.rand(1, 3, TRACE_SIDE, TRACE_SIDE, generator=torch.Generator().manual_seed(0)),
                torch.tensor([34.0]))
     dyn = {"image": {0: "n", 2: "height", 3: "width"}, "qp": {0: "n"}, OUTPUT: {0: "n", 2: "height", 3: "width"}}

@@ -16,7 +16,7 @@ full resolution path.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,10 @@ class NPPConfig:
     # the pixels between two cuts get a per-QP blur mix of their own, started on the matching `graded_starts` sigma,
     # and those below the last the background's — the `roi:graded` baseline as a trainable network
     graded_starts: tuple[float, ...] = ()
+    evidence_levels: float = 0.0  # ROIBlend (classifier): > 0 adds the classifier's top-1 evidence, amplified by at
+    # most this many 8-bit levels along its low-passed gradient (npp.evidence), times a learned per-QP gain (1 at start)
+    evidence_sigma: float = 4.0  # the gradient's low-pass, px
+    evidence_steps: int = 5  # projected ascent steps
 
     def __post_init__(self) -> None:
         if self.down not in DOWN_MODES:
@@ -73,6 +77,13 @@ class NPPConfig:
             raise InputError("graded_cuts and graded_starts pair up, in an ROI-guided NPP (roi=...)")
         if any(s not in self.blend_sigmas for s in self.graded_starts):
             raise InputError(f"graded_starts {self.graded_starts} must be among blend_sigmas {self.blend_sigmas}")
+        if self.evidence_levels:
+            from prepcodec.npp.evidence import check_evidence
+            from prepcodec.tasks.registry import task_kind
+
+            if not self.roi or task_kind(self.roi) != "classification":
+                raise InputError("evidence_levels belong to an ROI-guided classifier NPP (roi=<a classifier>)")
+            check_evidence(self.evidence_levels, self.evidence_sigma, self.evidence_steps)
 
     @classmethod
     def from_dict(cls, d: dict) -> NPPConfig:
@@ -86,6 +97,11 @@ class NPPConfig:
             if key in d:
                 d[key] = tuple(float(v) for v in d[key])
         return cls(**d)
+
+    def without_evidence(self) -> NPPConfig:
+        """The same network without evidence amplification: what an `--init` network grows from (`grow_npp`)."""
+        return replace(self, evidence_levels=0.0, evidence_sigma=NPPConfig.evidence_sigma,
+                       evidence_steps=NPPConfig.evidence_steps)
 
 
 NPP_SIZES: dict[str, NPPConfig] = {
@@ -125,6 +141,13 @@ NPP_SIZES: dict[str, NPPConfig] = {
     "roi-graded-mild": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(0.5, 1.0, 2.0, 4.0), residual=False,
                                  roi="effnet-lite0", blend_start=2.0, graded_cuts=(0.25, 0.1),
                                  graded_starts=(0.5, 1.0), start_logit=3.0),
+    # roi-graded-mild + the classifier's own top-1 evidence amplified (16 levels, gradient low-passed σ 4, 5 steps)
+    # with a learned per-QP gain: blur what the classifier ignores, push what it reads so that it survives the codec
+    # (npp.evidence; levels and sigma chosen on imagenet-train images, docs/training.md "Session 11"). Run J's weights
+    # grow into it with `--init` (`grow_npp`): it then starts as J followed by the fixed amplification
+    "roi-graded-amp": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(0.5, 1.0, 2.0, 4.0), residual=False,
+                                roi="effnet-lite0", blend_start=2.0, graded_cuts=(0.25, 0.1),
+                                graded_starts=(0.5, 1.0), start_logit=3.0, evidence_levels=16.0),
     "roi-det": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
                          roi="centernet", keep_sigmas=(0.0, 0.5, 1.0), blend_start=1.0, start_logit=3.0,
                          roi_sharpness=6.0),
@@ -220,6 +243,13 @@ class ROIBlend(nn.Module):
             self.band_mix = nn.ModuleList(QPMLP(len(self.sigmas), config.qp_hidden) for _ in self.graded_cuts)
             self.band_bias = nn.ParameterList(
                 nn.Parameter(_start_logits(self.sigmas, s, config.start_logit)) for s in config.graded_starts)
+        self.evidence = None
+        if config.evidence_levels:
+            from prepcodec.npp.evidence import TaskEvidence
+
+            self.evidence = TaskEvidence(self.attention.task, config.evidence_levels, config.evidence_sigma,
+                                         config.evidence_steps)
+            self.evidence_gain = QPMLP(1, config.qp_hidden)  # gain 2·sigmoid(·): 1 at the start, within [0, 2]
         if self.keep_sigmas:
             self.keep_mix = QPMLP(len(self.keep_sigmas), config.qp_hidden)
             self.keep_bias = nn.Parameter(_start_logits(self.keep_sigmas, config.blend_start, config.start_logit))
@@ -232,6 +262,21 @@ class ROIBlend(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        out = self.suppressed(x, qp)
+        if self.evidence is None:
+            return out
+        # the class is the one read on the original; the ascent starts from the suppressed picture the codec gets
+        delta = self.evidence(out.detach(), self.evidence.top1(x))
+        return out + self.gain(qp).view(-1, 1, 1, 1) * delta
+
+    def gain(self, qp: torch.Tensor) -> torch.Tensor:
+        """Per-QP multiplier (N,) of the evidence amplification, 1 at the start; zeros without it."""
+        if self.evidence is None:
+            return torch.zeros_like(qp)
+        return 2.0 * torch.sigmoid(self.evidence_gain(qp)).view(-1)
+
+    def suppressed(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        """The blur part: what the attention says may go, blurred per QP (the whole network without evidence)."""
         from prepcodec.npp.baselines import gaussian_blur
 
         height, width = x.shape[-2:]
@@ -288,6 +333,8 @@ class ROIBlend(nn.Module):
                 out[f"band{j + 1}_cut"] = float(cuts[0, j])
                 out[f"band{j + 1}_mix"] = dict(zip(self.sigmas, weights[0].tolist(), strict=True))
         out["background_mix"] = dict(zip(self.sigmas, background[0].tolist(), strict=True))
+        if self.evidence is not None:
+            out["evidence_gain"] = float(self.gain(q)[0])
         return out
 
     def keep_cut(self, qp: torch.Tensor) -> torch.Tensor:
@@ -460,6 +507,20 @@ def create_npp(size: str | NPPConfig = "small") -> NPP:
     if size not in NPP_SIZES:
         raise InputError(f"unknown NPP size {size!r}; known: {', '.join(NPP_SIZES)}")
     return NPP(NPP_SIZES[size])
+
+
+def grow_npp(trained: NPP, size: str | NPPConfig) -> NPP:
+    """`trained`'s weights in the network of `size`, which must be the same network plus evidence amplification
+    (`NPPConfig.without_evidence`): the added gain starts at 1, so the grown network starts as `trained` followed by
+    the fixed amplification. InputError for any other pair."""
+    grown = create_npp(size)
+    if grown.config.without_evidence() != trained.config:
+        raise InputError("--init network and --size differ by more than evidence amplification: "
+                         f"{trained.config} vs {grown.config}")
+    missing, unexpected = grown.load_state_dict(trained.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("roi.evidence_gain.") for k in missing):
+        raise InputError(f"cannot grow the --init network: missing {missing}, unexpected {unexpected}")
+    return grown
 
 
 def config_dict(model: NPP) -> dict:

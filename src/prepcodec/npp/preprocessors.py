@@ -15,6 +15,10 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
                               so cached results follow the weights, whatever the file is called
   SPEC+unseen                 (classifiers) SPEC, then what the classifier's resize + centre crop never reads
                               replaced by the read window's edge, replicated (`baselines.fill_unseen`)
+  SPEC+amp[:LEVELS[:SIGMA[:STEPS]]]
+                              (classifiers) SPEC, then the classifier's own top-1 evidence amplified: at most LEVELS
+                              8-bit levels of change along its low-passed (SIGMA px) log-probability gradient, STEPS
+                              steps (`npp.evidence`; defaults 16, 4, 5); the class is its top-1 on the *original*
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from prepcodec.npp import baselines
 from prepcodec.tasks.base import Task
 
 PRE_HELP = ("none | blur:SIGMA | bilateral:SIGMA_R[:SIGMA_S] | roi:blur:SIGMA[:CUT] | roi:flat:ALPHA[:CUT] | "
-            "roi:graded[:SIGMA_MAX] | npp:NAME|PATH, each optionally +unseen")
+            "roi:graded[:SIGMA_MAX] | npp:NAME|PATH, each optionally +unseen and/or +amp[:LEVELS[:SIGMA[:STEPS]]]")
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -68,6 +72,25 @@ class Preprocessor:
             return rgb
         with torch.no_grad():
             return to_uint8(self.tensor(to_tensor(rgb), qp))
+
+    def many(self, images: list[np.ndarray], qp: float | None = None, batch: int = 20) -> list[np.ndarray]:
+        """`self(rgb, qp)` for every image, same-sized ones stacked `batch` at a time: a network that runs the task
+        model (CAM, evidence) costs several model passes an image, which batched run ~2x faster on a CPU."""
+        if self._fn is None:
+            return list(images)
+        out: list[np.ndarray | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(images):
+            by_shape.setdefault(np.shape(im), []).append(i)
+        for idx in by_shape.values():
+            for b in range(0, len(idx), max(1, batch)):
+                chunk = idx[b : b + max(1, batch)]
+                x = torch.cat([to_tensor(images[i]) for i in chunk])
+                with torch.no_grad():
+                    y = self.tensor(x, qp)
+                for j, i in enumerate(chunk):
+                    out[i] = to_uint8(y[j : j + 1])
+        return out  # type: ignore[return-value]
 
     def tensor(self, x: torch.Tensor, qp: float | None = None) -> torch.Tensor:
         """The same preprocessing on a float (1, 3, H, W) tensor in [0, 1] (gradients as the caller sets them)."""
@@ -116,32 +139,73 @@ def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float(
 
 
 UNSEEN = "+unseen"
+AMP = "amp"  # the evidence-amplification suffix: SPEC+amp[:LEVELS[:SIGMA[:STEPS]]]
+AMP_DEFAULTS = (16.0, 4.0, 5)  # levels, sigma, steps: chosen on imagenet-train images (docs/training.md, Session 11)
+
+
+def _suffix(text: str) -> tuple[str, str] | None:
+    """(inner spec, suffix) when `text` ends in a known `+` suffix (`unseen`, `amp[...]`), else None."""
+    inner, plus, tail = text.rpartition("+")
+    if not plus or not inner:
+        return None
+    word = tail.strip().lower()
+    return (inner, word) if word == UNSEEN[1:] or word.split(":")[0] == AMP else None
 
 
 def needs_task(spec: str) -> bool:
-    """True for specs whose preprocessor needs the task model (ROI suppression, the classifier's crop window)."""
+    """True for specs whose preprocessor needs the task model (ROI suppression, the crop window, its gradient)."""
     text = spec.strip().lower()
-    return text.startswith("roi:") or text.endswith(UNSEEN)
+    return text.startswith("roi:") or _suffix(text) is not None
 
 
-def _with_unseen_filled(inner: Preprocessor, task: Task | None, spec: str) -> Preprocessor:
-    """`inner`, then `baselines.fill_unseen`: a separate cache entry (spec and identity carry the suffix)."""
-    if task is None or task.kind != "classification":
-        raise InputError(f"--pre {spec!r}: {UNSEEN} flattens what a classifier's centre crop never reads; it needs a "
-                         "classifier task")
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (original, inner's output) -> output
+
+
+def _after(inner: Preprocessor, suffix: str, step: Step) -> Preprocessor:
+    """`inner`, then `step(original, inner's output)`: a separate cache entry (spec and identity carry the suffix)."""
 
     def run(x: torch.Tensor, qp: float | None = None) -> torch.Tensor:
-        return baselines.fill_unseen(task, inner.tensor(x, qp))
+        return step(x, inner.tensor(x, qp))
 
-    return Preprocessor(inner.spec + UNSEEN, run, qp_aware=inner.qp_aware, revision=inner.revision,
-                        identity=inner.identity + UNSEEN)
+    return Preprocessor(inner.spec + suffix, run, qp_aware=inner.qp_aware, revision=inner.revision,
+                        identity=inner.identity + suffix)
+
+
+def _with_suffix(inner: Preprocessor, word: str, task: Task | None, spec: str) -> Preprocessor:
+    """`+unseen` (`baselines.fill_unseen`) or `+amp` (`evidence.amplify_evidence`, the class read on the original)."""
+    if task is None or task.kind != "classification":
+        what = "flattens what a classifier's centre crop never reads" if word == UNSEEN[1:] else \
+            "amplifies a classifier's top-1 evidence"
+        raise InputError(f"--pre {spec!r}: +{word.split(':')[0]} {what}; it needs a classifier task")
+    if word == UNSEEN[1:]:
+        return _after(inner, UNSEEN, lambda _x, y: baselines.fill_unseen(task, y))
+    from prepcodec.npp.evidence import amplify_evidence, check_evidence
+
+    parts = word.split(":")[1:]
+    if len(parts) > 3:
+        raise InputError(f"--pre {spec!r}: +amp takes at most LEVELS:SIGMA:STEPS ({PRE_HELP})")
+    levels = _number(parts[0], "LEVELS", spec, 0.0, 64.0) if len(parts) > 0 else AMP_DEFAULTS[0]
+    sigma = _number(parts[1], "SIGMA", spec, 0.0, 32.0) if len(parts) > 1 else AMP_DEFAULTS[1]
+    steps_f = _number(parts[2], "STEPS", spec, 1.0, 20.0) if len(parts) > 2 else AMP_DEFAULTS[2]
+    if steps_f != int(steps_f):
+        raise InputError(f"--pre {spec!r}: STEPS must be a whole number, got {parts[2]}")
+    steps = int(steps_f)
+    check_evidence(levels, sigma, steps)
+
+    def amplified(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            classes = task.logits(x).argmax(dim=1)
+        return (y + amplify_evidence(task, y, levels, sigma, steps, classes)).clamp(0.0, 1.0)
+
+    return _after(inner, f"+{AMP}:{levels:g}:{sigma:g}:{steps}", amplified)
 
 
 def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
     """Build the preprocessor a `--pre` string names; ROI baselines need the task whose attention they keep."""
     text = spec.strip()
-    if text.lower().endswith(UNSEEN):
-        return _with_unseen_filled(parse_pre(text[: -len(UNSEEN)], task), task, spec)
+    suffix = _suffix(text)
+    if suffix is not None:
+        return _with_suffix(parse_pre(suffix[0], task), suffix[1], task, spec)
     parts = text.split(":")
     kind = parts[0].lower()
     if kind == "none" and len(parts) == 1:

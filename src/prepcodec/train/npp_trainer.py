@@ -31,7 +31,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from prepcodec.errors import InputError, PrepcodecError
-from prepcodec.npp.model import NPP, NPP_SIZES, create_npp
+from prepcodec.npp.model import NPP, NPP_SIZES, create_npp, grow_npp
 from prepcodec.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from prepcodec.train.crops import CropBank, CropRecipe, check_recipe, load_or_build
 from prepcodec.train.lambda_qp import LambdaSchedule, cached_break_even
@@ -51,7 +51,7 @@ class TrainingDiverged(PrepcodecError):
 class NPPTrainConfig:
     task: str = "effnet-lite0"
     codec: str = "hevc"
-    size: str = "small"
+    size: str | None = None  # None: "small", or with `init` the init network's own architecture
     route: str = "real"
     proxy: str | None = None  # None: the codec's default proxy (proxy.zoo.default_proxy_name)
     preset: str = "fast"  # real-codec speed preset while training
@@ -102,7 +102,7 @@ def check_config(cfg: NPPTrainConfig) -> None:
         raise InputError(f"unknown --select {cfg.select!r}; choose from {', '.join(SELECT)}")
     if cfg.lam_mode not in LAM_MODES:
         raise InputError(f"unknown --lam-mode {cfg.lam_mode!r}; choose from {', '.join(LAM_MODES)}")
-    if cfg.size not in NPP_SIZES:
+    if cfg.size is not None and cfg.size not in NPP_SIZES:
         raise InputError(f"unknown --size {cfg.size!r}; choose from {', '.join(NPP_SIZES)}")
     if not (cfg.lam > 0 and cfg.beta >= 0):
         raise InputError("--lam must be > 0 and --beta >= 0")
@@ -217,8 +217,9 @@ def param_groups(npp: NPP, head_lr_mult: float) -> list[dict]:
 
 
 def init_npp(cfg: NPPTrainConfig, device: torch.device, resumed: dict | None = None) -> NPP:
-    """A fresh (identity) NPP of `cfg.size`, or the weights `cfg.init` names (their own architecture); when resuming,
-    the architecture the checkpoint records (so `--init` weights need not exist on the machine that resumes)."""
+    """A fresh (identity) NPP of `cfg.size`, or the weights `cfg.init` names (their own architecture, or grown into
+    `cfg.size`'s when that adds evidence amplification: `npp.model.grow_npp`); when resuming, the architecture the
+    checkpoint records (so `--init` weights need not exist on the machine that resumes)."""
     if resumed is not None and "npp_config" in resumed:
         from prepcodec.npp.model import NPPConfig
 
@@ -226,8 +227,11 @@ def init_npp(cfg: NPPTrainConfig, device: torch.device, resumed: dict | None = N
     if cfg.init:
         from prepcodec.npp.zoo import load_npp
 
-        return load_npp(cfg.init).model.to(device).train()
-    return create_npp(cfg.size).to(device).train()
+        model = load_npp(cfg.init).model
+        if cfg.size is not None and NPP_SIZES[cfg.size] != model.config:
+            model = grow_npp(model, cfg.size)
+        return model.to(device).train()
+    return create_npp(cfg.size or "small").to(device).train()
 
 
 def _grid(x: torch.Tensor, x_bar: torch.Tensor) -> torch.Tensor:
@@ -336,7 +340,8 @@ def train_npp(cfg: NPPTrainConfig, resume: bool = False, stop_at: int | None = N
 
     per_rank = cfg.batch // world
     last_save = clock()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"npp {Path(cfg.init).stem if cfg.init else cfg.size} {cfg.task} "
+    name = Path(cfg.init).stem if cfg.init else cfg.size or "small"
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"npp {name} {cfg.task} "
                f"{cfg.codec}/{cfg.route}",
                disable=not progress or rank != 0, unit="step")
     try:

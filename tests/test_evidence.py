@@ -1,0 +1,116 @@
+"""Class-evidence amplification (`npp.evidence`, `--pre SPEC+amp`, the `roi-graded-amp` network) on real photos."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prepcodec.errors import InputError
+from prepcodec.npp.evidence import amplify_evidence
+from prepcodec.npp.model import create_npp, grow_npp
+from prepcodec.npp.preprocessors import parse_pre, to_tensor
+from prepcodec.tasks.registry import create_task
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return create_task("effnet-lite0")
+
+
+@pytest.fixture(scope="module")
+def photos(sample_image):
+    return torch.cat([to_tensor(sample_image(n).copy())[..., :256, :256] for n in ("chelsea", "coffee")])
+
+
+def _margin(task, x, classes):
+    """Top-1 logit minus the best other one: what the codec's error must overcome to change the decision."""
+    with torch.no_grad():
+        logits = task.logits(x)
+    own = logits.gather(1, classes[:, None])[:, 0]
+    return own - logits.scatter(1, classes[:, None], float("-inf")).amax(dim=1)
+
+
+@pytest.mark.weights
+def test_amplification_stays_in_its_ball_and_raises_the_top1_evidence(lite0, photos):
+    classes = lite0.logits(photos).argmax(dim=1)
+    delta = amplify_evidence(lite0, photos, levels=8.0, sigma=4.0, steps=3)
+    assert delta.abs().max() <= 8 / 255 + 1e-6 and delta.abs().max() > 4 / 255
+    assert ((photos + delta) >= 0).all() and ((photos + delta) <= 1).all()
+    before, after = _margin(lite0, photos, classes), _margin(lite0, photos + delta, classes)
+    assert (after > before + 1.0).all(), (before, after)
+    # low-passed σ 4: neighbouring pixels move together (the change lives where the codec keeps it), unlike the raw
+    # gradient's ascent
+    def rough(d):
+        return (d[..., 1:, :] - d[..., :-1, :]).abs().mean() / d.abs().mean()
+
+    raw = amplify_evidence(lite0, photos, levels=8.0, sigma=0.0, steps=3)
+    assert rough(delta) < 0.5 * rough(raw), (rough(delta), rough(raw))
+
+
+@pytest.mark.weights
+def test_amp_spec_composes_reads_the_original_class_and_refuses_bad_values(lite0, sample_image):
+    pre = parse_pre("roi:graded:2+amp:8:2:2", lite0)
+    assert pre.spec == "roi:graded:2+amp:8:2:2" and pre.cache_spec.endswith("#cam2")
+    assert parse_pre("none+amp", lite0).spec == "none+amp:16:4:5"
+    assert parse_pre("none+unseen+amp:4", lite0).spec == "none+unseen+amp:4:4:5"
+    rgb = sample_image("chelsea")[:256, :256]
+    base, amped = parse_pre("roi:graded:2", lite0)(rgb), pre(rgb)
+    assert 0 < abs(amped.astype(int) - base.astype(int)).max() <= 9  # 8 levels, plus rounding
+    for bad in ("none+amp:0", "none+amp:100", "none+amp:8:4:2.5", "none+amp:8:4:5:1", "none+amp:x"):
+        with pytest.raises(InputError):
+            parse_pre(bad, lite0)
+    with pytest.raises(InputError, match="classifier"):
+        parse_pre("none+amp", None)
+
+
+@pytest.mark.weights
+def test_grown_network_starts_as_its_init_followed_by_the_fixed_amplification(lite0, photos):
+    from prepcodec.npp.zoo import load_npp
+
+    j = load_npp("cls-roi").model
+    grown = grow_npp(j, "roi-graded-amp").eval()
+    assert grown.roi.knobs(34.0)["evidence_gain"] == pytest.approx(1.0)
+    spec = parse_pre("npp:cls-roi+amp:16:4:5", lite0)
+    with torch.no_grad():
+        for qp in (22.0, 40.0):
+            expected = spec.tensor(photos[:1], qp)
+            assert (grown(photos[:1], qp) - expected).abs().max() < 1e-5
+    with pytest.raises(InputError, match="more than evidence"):
+        grow_npp(create_npp("roi-blend"), "roi-graded-amp")
+
+
+def test_evidence_config_is_refused_outside_a_classifier_roi_network():
+    from prepcodec.npp.model import NPPConfig
+
+    with pytest.raises(InputError):
+        NPPConfig(evidence_levels=8.0)
+    with pytest.raises(InputError):
+        NPPConfig(base_channels=16, blend_sigmas=(1.0,), residual=False, roi="centernet", evidence_levels=8.0)
+
+
+@pytest.mark.weights
+def test_batched_preprocessing_matches_one_image_at_a_time(lite0, sample_image):
+    """The sweep preprocesses same-sized images in batches (`Preprocessor.many`); every image comes out as it does
+    alone (float summation order aside: at most one level here and there)."""
+    images = [sample_image(n)[:256, :256].copy() for n in ("chelsea", "coffee", "astronaut")] + \
+        [sample_image("kodim23")[:200, :240].copy()]
+    for spec, qp in (("roi:graded:2+amp:8:4:2", None), ("npp:cls-roi", 37.0)):
+        pre = parse_pre(spec, lite0)
+        alone = [pre(im, qp) for im in images]
+        batched = pre.many(images, qp, batch=2)
+        for a, b in zip(alone, batched, strict=True):
+            assert a.shape == b.shape
+            diff = abs(a.astype(int) - b.astype(int))
+            assert diff.max() <= 1 and diff.mean() < 0.01, (spec, diff.max(), diff.mean())
+
+
+@pytest.mark.weights
+def test_onnx_export_refuses_the_evidence_network_in_one_line(tmp_path):
+    """npp:cls runs the classifier's backward pass, which has no ONNX graph: refused before anything is written
+    (the torch-free edge uses npp:cls-roi)."""
+    pytest.importorskip("onnx")
+    from prepcodec.export.onnx_export import export_onnx
+
+    with pytest.raises(InputError, match="backward pass"):
+        export_onnx("cls", tmp_path / "cls.onnx", [torch.rand(1, 3, 64, 64)])
+    assert not any(tmp_path.iterdir())
