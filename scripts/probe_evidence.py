@@ -24,7 +24,7 @@ import torch
 
 from prepcodec.codecs.pool import CodecPool
 from prepcodec.data.datasets import get_dataset
-from prepcodec.eval.bdrate import CurveError, bd_rate, monotone_envelope
+from prepcodec.eval.compare import bd_pair
 from prepcodec.npp.preprocessors import parse_pre
 from prepcodec.tasks.registry import create_task
 
@@ -64,10 +64,10 @@ def merge(records: dict, batch: dict) -> None:
 
 
 def bd(anchor: tuple[list, list], test: tuple[list, list]) -> float | None:
-    a, t = monotone_envelope(*anchor), monotone_envelope(*test)
+    """Cubic BD-rate on the monotone envelopes (`eval.compare.bd_pair`), None where the curves do not overlap."""
     try:
-        return round(bd_rate(a[0], a[1], t[0], t[1]), 1)
-    except CurveError:
+        return round(bd_pair(*anchor, *test)[0], 1)
+    except ValueError:
         return None
 
 
