@@ -21,6 +21,10 @@ import torch
 from prepcodec.errors import InputError
 from prepcodec.tasks.base import Task
 
+# LEVELS, SIGMA, STEPS chosen on 100 labelled imagenet-train images (docs/training.md, "Session 11"): the `+amp` spec's
+# defaults and the `roi-graded-amp` network's
+LEVELS, SIGMA, STEPS = 16.0, 4.0, 5
+
 
 def check_evidence(levels: float, sigma: float, steps: int) -> None:
     """InputError for an amplification no one should ask for (the `+amp` spec and the NPP config share it)."""
@@ -32,7 +36,8 @@ def check_evidence(levels: float, sigma: float, steps: int) -> None:
         raise InputError(f"evidence amplification: STEPS must be in [1, 20], got {steps}")
 
 
-def _top1(task: Task, x: torch.Tensor) -> torch.Tensor:
+def top1(task: Task, x: torch.Tensor) -> torch.Tensor:
+    """The classifier's top-1 class (N,) on x: the class whose evidence is amplified (read on the original)."""
     with torch.no_grad():
         return task.logits(x).argmax(dim=1)
 
@@ -50,7 +55,7 @@ def evidence_direction(task: Task, x: torch.Tensor, classes: torch.Tensor, sigma
     return grad / peak
 
 
-def amplify_evidence(task: Task, x: torch.Tensor, levels: float = 16.0, sigma: float = 4.0, steps: int = 5,
+def amplify_evidence(task: Task, x: torch.Tensor, levels: float = LEVELS, sigma: float = SIGMA, steps: int = STEPS,
                      classes: torch.Tensor | None = None) -> torch.Tensor:
     """The change δ (N, 3, H, W), |δ| ≤ levels/255, x + δ in [0, 1], that raises the classifier's log-probability of
     `classes` (default: its own top-1 on x): `steps` steps of projected ascent along the low-passed gradient, each
@@ -60,7 +65,7 @@ def amplify_evidence(task: Task, x: torch.Tensor, levels: float = 16.0, sigma: f
         raise InputError("evidence amplification needs a classifier (it follows the gradient of its top-1)")
     x = x.detach()
     eps = levels / 255.0
-    classes = _top1(task, x) if classes is None else classes
+    classes = top1(task, x) if classes is None else classes
     z = x
     for _ in range(steps):
         z = z + (2.0 * eps / steps) * evidence_direction(task, z, classes, sigma)
@@ -80,7 +85,7 @@ class TaskEvidence:
 
     def top1(self, x: torch.Tensor) -> torch.Tensor:
         """The classifier's top-1 on (uncompressed) x: the class whose evidence is amplified."""
-        return _top1(self.task, x)
+        return top1(self.task, x)
 
     def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return amplify_evidence(self.task, x.float(), self.levels, self.sigma, self.steps, classes).to(x.dtype)

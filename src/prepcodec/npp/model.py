@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prepcodec.errors import InputError
+from prepcodec.npp import evidence
 
 QP_CENTER = 34.0  # HEVC QP the conditioning is centred on (middle of the paper's 28..41 range)
 QP_SCALE = 10.0
@@ -59,8 +60,8 @@ class NPPConfig:
     graded_starts: tuple[float, ...] = ()
     evidence_levels: float = 0.0  # ROIBlend (classifier): > 0 adds the classifier's top-1 evidence, amplified by at
     # most this many 8-bit levels along its low-passed gradient (npp.evidence), times a learned per-QP gain (1 at start)
-    evidence_sigma: float = 4.0  # the gradient's low-pass, px
-    evidence_steps: int = 5  # projected ascent steps
+    evidence_sigma: float = evidence.SIGMA  # the gradient's low-pass, px
+    evidence_steps: int = evidence.STEPS  # projected ascent steps
 
     def __post_init__(self) -> None:
         if self.down not in DOWN_MODES:
@@ -147,7 +148,7 @@ NPP_SIZES: dict[str, NPPConfig] = {
     # grow into it with `--init` (`grow_npp`): it then starts as J followed by the fixed amplification
     "roi-graded-amp": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(0.5, 1.0, 2.0, 4.0), residual=False,
                                 roi="effnet-lite0", blend_start=2.0, graded_cuts=(0.25, 0.1),
-                                graded_starts=(0.5, 1.0), start_logit=3.0, evidence_levels=16.0),
+                                graded_starts=(0.5, 1.0), start_logit=3.0, evidence_levels=evidence.LEVELS),
     "roi-det": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
                          roi="centernet", keep_sigmas=(0.0, 0.5, 1.0), blend_start=1.0, start_logit=3.0,
                          roi_sharpness=6.0),

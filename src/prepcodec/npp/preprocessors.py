@@ -139,8 +139,7 @@ def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float(
 
 
 UNSEEN = "+unseen"
-AMP = "amp"  # the evidence-amplification suffix: SPEC+amp[:LEVELS[:SIGMA[:STEPS]]]
-AMP_DEFAULTS = (16.0, 4.0, 5)  # levels, sigma, steps: chosen on imagenet-train images (docs/training.md, Session 11)
+AMP = "amp"  # the evidence-amplification suffix: SPEC+amp[:LEVELS[:SIGMA[:STEPS]]] (defaults: npp.evidence)
 
 
 def _suffix(text: str) -> tuple[str, str] | None:
@@ -179,23 +178,22 @@ def _with_suffix(inner: Preprocessor, word: str, task: Task | None, spec: str) -
         raise InputError(f"--pre {spec!r}: +{word.split(':')[0]} {what}; it needs a classifier task")
     if word == UNSEEN[1:]:
         return _after(inner, UNSEEN, lambda _x, y: baselines.fill_unseen(task, y))
-    from prepcodec.npp.evidence import amplify_evidence, check_evidence
+    from prepcodec.npp import evidence
 
     parts = word.split(":")[1:]
     if len(parts) > 3:
         raise InputError(f"--pre {spec!r}: +amp takes at most LEVELS:SIGMA:STEPS ({PRE_HELP})")
-    levels = _number(parts[0], "LEVELS", spec, 0.0, 64.0) if len(parts) > 0 else AMP_DEFAULTS[0]
-    sigma = _number(parts[1], "SIGMA", spec, 0.0, 32.0) if len(parts) > 1 else AMP_DEFAULTS[1]
-    steps_f = _number(parts[2], "STEPS", spec, 1.0, 20.0) if len(parts) > 2 else AMP_DEFAULTS[2]
+    levels = _number(parts[0], "LEVELS", spec, 0.0, 64.0) if len(parts) > 0 else evidence.LEVELS
+    sigma = _number(parts[1], "SIGMA", spec, 0.0, 32.0) if len(parts) > 1 else evidence.SIGMA
+    steps_f = _number(parts[2], "STEPS", spec, 1.0, 20.0) if len(parts) > 2 else evidence.STEPS
     if steps_f != int(steps_f):
         raise InputError(f"--pre {spec!r}: STEPS must be a whole number, got {parts[2]}")
     steps = int(steps_f)
-    check_evidence(levels, sigma, steps)
+    evidence.check_evidence(levels, sigma, steps)
 
     def amplified(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            classes = task.logits(x).argmax(dim=1)
-        return (y + amplify_evidence(task, y, levels, sigma, steps, classes)).clamp(0.0, 1.0)
+        delta = evidence.amplify_evidence(task, y, levels, sigma, steps, evidence.top1(task, x))
+        return (y + delta).clamp(0.0, 1.0)
 
     return _after(inner, f"+{AMP}:{levels:g}:{sigma:g}:{steps}", amplified)
 
