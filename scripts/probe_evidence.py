@@ -41,10 +41,14 @@ def record_batch(pres, scorers, pool: CodecPool, x: torch.Tensor, labels: torch.
     out: dict = {}
     for pre in pres:
         entry = out.setdefault(pre.spec, {})
+        fixed = None  # a preprocessor that ignores the QP runs once per batch, not once per QP
         for q in QPS:
             with torch.no_grad():
-                y = torch.cat([pre.tensor(x[i : i + 1], float(q)) for i in range(len(x))]) if pre.qp_aware else \
-                    pre.tensor(x)
+                if pre.qp_aware:
+                    y = pre.tensor(x, float(q))
+                else:
+                    fixed = pre.tensor(x) if fixed is None else fixed
+                    y = fixed
             y = torch.round(y.clamp(0, 1) * 255) / 255  # what the encoder is handed
             decoded, bits = pool.roundtrip_tensor("hevc", y, q, preset="eval")
             row = entry.setdefault(str(q), {"bpp": []})

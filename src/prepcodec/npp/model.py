@@ -79,12 +79,11 @@ class NPPConfig:
         if any(s not in self.blend_sigmas for s in self.graded_starts):
             raise InputError(f"graded_starts {self.graded_starts} must be among blend_sigmas {self.blend_sigmas}")
         if self.evidence_levels:
-            from prepcodec.npp.evidence import check_evidence
             from prepcodec.tasks.registry import task_kind
 
             if not self.roi or task_kind(self.roi) != "classification":
                 raise InputError("evidence_levels belong to an ROI-guided classifier NPP (roi=<a classifier>)")
-            check_evidence(self.evidence_levels, self.evidence_sigma, self.evidence_steps)
+            evidence.check_evidence(self.evidence_levels, self.evidence_sigma, self.evidence_steps)
 
     @classmethod
     def from_dict(cls, d: dict) -> NPPConfig:
@@ -246,10 +245,8 @@ class ROIBlend(nn.Module):
                 nn.Parameter(_start_logits(self.sigmas, s, config.start_logit)) for s in config.graded_starts)
         self.evidence = None
         if config.evidence_levels:
-            from prepcodec.npp.evidence import TaskEvidence
-
-            self.evidence = TaskEvidence(self.attention.task, config.evidence_levels, config.evidence_sigma,
-                                         config.evidence_steps)
+            self.evidence = evidence.TaskEvidence(self.attention.task, config.evidence_levels, config.evidence_sigma,
+                                                  config.evidence_steps)
             self.evidence_gain = QPMLP(1, config.qp_hidden)  # gain 2·sigmoid(·): 1 at the start, within [0, 2]
         if self.keep_sigmas:
             self.keep_mix = QPMLP(len(self.keep_sigmas), config.qp_hidden)

@@ -82,9 +82,10 @@ class Preprocessor:
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, im in enumerate(images):
             by_shape.setdefault(np.shape(im), []).append(i)
+        step = max(1, batch)
         for idx in by_shape.values():
-            for b in range(0, len(idx), max(1, batch)):
-                chunk = idx[b : b + max(1, batch)]
+            for b in range(0, len(idx), step):
+                chunk = idx[b : b + step]
                 x = torch.cat([to_tensor(images[i]) for i in chunk])
                 with torch.no_grad():
                     y = self.tensor(x, qp)
