@@ -1,4 +1,5 @@
-"""Class-evidence amplification (`npp.evidence`, `--pre SPEC+amp`, the `roi-graded-amp` network) on real photos."""
+"""Evidence amplification (`npp.evidence`, `--pre SPEC+amp`, the `roi-graded-amp` / `roi-det-amp` networks) on real
+photos: a classifier's top-1 and a detector's confident detections."""
 
 from __future__ import annotations
 
@@ -79,13 +80,73 @@ def test_grown_network_starts_as_its_init_followed_by_the_fixed_amplification(li
         grow_npp(create_npp("roi-blend"), "roi-graded-amp")
 
 
-def test_evidence_config_is_refused_outside_a_classifier_roi_network():
+def test_evidence_config_is_refused_outside_a_classifier_or_detector_roi_network():
     from prepcodec.npp.model import NPPConfig
 
     with pytest.raises(InputError):
         NPPConfig(evidence_levels=8.0)
-    with pytest.raises(InputError):
-        NPPConfig(base_channels=16, blend_sigmas=(1.0,), residual=False, roi="centernet", evidence_levels=8.0)
+    with pytest.raises(InputError, match="classifier or detector"):
+        NPPConfig(base_channels=16, blend_sigmas=(1.0,), residual=False, roi="movenet", evidence_levels=8.0)
+    NPPConfig(base_channels=16, blend_sigmas=(1.0,), residual=False, roi="centernet", evidence_levels=8.0)
+
+
+@pytest.fixture(scope="module")
+def centernet():
+    return create_task("centernet")
+
+
+@pytest.mark.weights
+def test_detector_amplification_raises_its_confident_detections_scores(centernet, sample_image):
+    from prepcodec.npp.evidence import read
+
+    x = to_tensor(sample_image("kodim23").copy())  # two parrots: CenterNet's confident birds
+    reading = read(centernet, x)
+    assert int(reading[0].sum()) >= 1
+    delta = amplify_evidence(centernet, x, levels=8.0, sigma=4.0, steps=3)
+    assert 4 / 255 < delta.abs().max() <= 8 / 255 + 1e-6
+    with torch.no_grad():
+        before, after = centernet.evidence_score(x, reading), centernet.evidence_score(x + delta, reading)
+    assert after > before + 0.1 * abs(before), (before, after)
+    # the detections themselves: every confident one scores higher on the amplified picture (its peak may move to a
+    # neighbouring heatmap cell: the best score within one cell of it)
+    def near(z):
+        with torch.no_grad():
+            heat = torch.sigmoid(centernet._heads(z)[0][0]).permute(0, 3, 1, 2)
+        return torch.nn.functional.max_pool2d(heat, 3, 1, 1).permute(0, 2, 3, 1)[reading[0]]
+
+    assert (near(x + delta) > near(x)).all(), (near(x), near(x + delta))
+
+
+@pytest.mark.weights
+def test_a_picture_with_nothing_detected_is_left_alone(centernet):
+    x = torch.full((1, 3, 128, 160), 0.5)  # nothing to detect: what is read is empty, so nothing is amplified
+    assert int(sum(m.sum() for m in centernet.evidence_read(x))) == 0
+    assert amplify_evidence(centernet, x, levels=8.0, sigma=4.0, steps=2).abs().max() == 0
+
+
+@pytest.mark.weights
+def test_amp_spec_needs_a_classifier_or_detector(centernet):
+    assert parse_pre("blur:1+amp:8", centernet).spec == "blur:1+amp:8:4:5"
+    with pytest.raises(InputError, match="classifier or detection"):
+        parse_pre("none+amp", create_task("movenet"))
+    with pytest.raises(InputError, match="classifier task"):
+        parse_pre("none+unseen", centernet)
+
+
+@pytest.mark.weights
+def test_detector_network_grows_into_npp_det_followed_by_the_amplification(centernet, sample_image):
+    from prepcodec.npp.zoo import load_npp
+
+    det = load_npp("det-roi").model.eval()
+    grown = grow_npp(det, "roi-det-amp").eval()
+    assert grown.roi.knobs(34.0)["evidence_gain"] == pytest.approx(1.0)
+    x = to_tensor(sample_image("kodim23").copy())
+    with torch.no_grad():
+        base, out = det(x, 34.0), grown(x, 34.0)
+    delta = out - base
+    assert 0 < delta.abs().max() <= 16 / 255 + 1e-5
+    expected = parse_pre("npp:det-roi+amp:16:4:5", centernet).tensor(x, 34.0)
+    assert (out - expected).abs().max() < 1e-5
 
 
 @pytest.mark.weights

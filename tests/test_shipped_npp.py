@@ -20,12 +20,14 @@ def test_every_shipped_network_loads_with_its_training_summary(name):
 
 
 @pytest.mark.weights
-def test_npp_det_learned_to_keep_objects_sharper_than_the_background():
-    """npp:det started near blur:1 everywhere; trained, the boxes' mix moved to sharper blurs than the
-    background's at every QP (what `docs/training.md` reads from its weights)."""
-    if "det" not in list_npps():
-        pytest.skip("npp:det is not shipped")
-    roi = load_npp("det").model.roi
+@pytest.mark.parametrize("name", ["det", "det-roi"])
+def test_npp_det_learned_to_keep_objects_sharper_than_the_background(name):
+    """npp:det-roi (run det-B; npp:det is it grown by the evidence stage) started near blur:1 everywhere; trained, the
+    boxes' mix moved to sharper blurs than the background's at every QP (what `docs/training.md` reads from its
+    weights)."""
+    if name not in list_npps():
+        pytest.skip(f"npp:{name} is not shipped")
+    roi = load_npp(name).model.roi
     start = create_npp("roi-det").roi
     with torch.no_grad():
         for qp in (22.0, 34.0, 44.0):
@@ -73,18 +75,39 @@ def test_npp_show_reads_the_learned_knobs_per_qp(cli, tmp_path):
 
 
 @pytest.mark.weights
-def test_npp_cls_is_run_j_grown_by_the_evidence_stage():
-    """npp:cls = `prepcodec npp grow cls-roi --size roi-graded-amp`: J's weights unchanged, the evidence gain at its
-    start (1 at every QP), and the JSON says so (docs/training.md, "Session 11")."""
+@pytest.mark.parametrize(("name", "trained", "size"), [("cls", "cls-roi", "roi-graded-amp"),
+                                                       ("det", "det-roi", "roi-det-amp")])
+def test_a_shipped_evidence_network_is_its_trained_network_grown(name, trained, size):
+    """npp:cls = `prepcodec npp grow cls-roi --size roi-graded-amp` (run J), npp:det = `npp grow det-roi --size
+    roi-det-amp` (run det-B): the trained weights unchanged, the evidence gain at its start (1 at every QP), and the
+    JSON says so (docs/training.md, "Session 11", "Session 12")."""
     from prepcodec.npp.model import grow_npp
 
-    if not {"cls", "cls-roi"} <= set(list_npps()):
-        pytest.skip("npp:cls / npp:cls-roi are not shipped")
-    shipped, j = load_npp("cls"), load_npp("cls-roi")
-    assert shipped.model.config.evidence_levels == 16.0 and not j.model.config.evidence_levels
-    grown = grow_npp(j.model, "roi-graded-amp").state_dict()
+    if not {name, trained} <= set(list_npps()):
+        pytest.skip(f"npp:{name} / npp:{trained} are not shipped")
+    shipped, base = load_npp(name), load_npp(trained)
+    assert shipped.model.config.evidence_levels == 16.0 and not base.model.config.evidence_levels
+    grown = grow_npp(base.model, size).state_dict()
     assert grown.keys() == shipped.model.state_dict().keys()
-    for key, value in j.model.state_dict().items():  # the new stage's first layer is randomly initialised
+    for key, value in base.model.state_dict().items():  # the new stage's first layer is randomly initialised
         assert torch.equal(value, shipped.model.state_dict()[key]), key
-    assert shipped.meta["training"]["grown"]["size"] == "roi-graded-amp"
+    assert shipped.meta["training"]["grown"]["size"] == size
+    assert shipped.meta["training"]["grown"]["from_sha256"] == base.sha256
     assert all(shipped.model.roi.knobs(qp)["evidence_gain"] == pytest.approx(1.0) for qp in (22.0, 44.0))
+
+
+def test_a_shipped_name_resolves_with_or_without_the_pre_prefix():
+    from prepcodec.npp.zoo import resolve
+
+    for name in list_npps():
+        assert resolve(f"npp:{name}") == resolve(name)
+
+
+@pytest.mark.weights
+def test_npp_list_names_what_a_grown_network_grew_from(cli):
+    import json
+
+    rc, out, _ = cli("npp", "list", "--json")
+    rows = {r["name"]: r for r in map(json.loads, out.splitlines())}
+    assert rc == 0 and rows["npp:cls"]["grown_from"] == rows["npp:cls-roi"]["sha256"]
+    assert rows["npp:cls"]["grown_into"] == "roi-graded-amp" and "grown_from" not in rows["npp:cls-roi"]

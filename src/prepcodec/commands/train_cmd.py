@@ -115,6 +115,9 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="one JSON object
                "codec": t.get("codec"), "route": t.get("route"), "steps": t.get("steps"), "lam": t.get("lam"),
                "lam_mode": t.get("lam_mode"), "beta": t.get("beta"), "cpu_hours": t.get("cpu_hours"),
                "sha256": net.sha256[:12]}
+        if "grown" in t:  # the trained network's summary, plus a stage added at its start (`npp grow`)
+            row["grown_from"] = str(t["grown"].get("from_sha256", ""))[:12]
+            row["grown_into"] = t["grown"].get("size")
         typer.echo(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()))
 
 

@@ -1,17 +1,18 @@
-"""Class-evidence amplification: push an image towards what the classifier already reads in it, before the codec.
+"""Evidence amplification: push an image towards what the task model already reads in it, before the codec.
 
 Every blur-based preprocessor (the `roi:*` baselines, the ROI networks G and J) saves bits by removing what the
 classifier does not need and slides along the same rate–accuracy curve (docs/training.md). What none of them does is
-*add* what it needs: at high QP the codec smears the features the classifier's decision rests on. Here the image is
-moved a few 8-bit levels along the low-passed gradient of the classifier's own top-1 log-probability on the
-uncompressed image (an "anti-adversarial" step: projected gradient ascent in an L∞ ball instead of descent), so the
-decision has margin left after quantisation. Low-passing the gradient (Gaussian, `sigma` px) puts the change where
-the codec keeps it — large structures, not texture — so it costs almost no bits (docs/training.md, "Session 11").
+*add* what it needs: at high QP the codec smears the features the decision rests on. Here the image is moved a few
+8-bit levels along the low-passed gradient of the model's own log-likelihood of what it reads on the uncompressed
+image (an "anti-adversarial" step: projected gradient ascent in an L∞ ball instead of descent), so the decision has
+margin left after quantisation. Low-passing the gradient (Gaussian, `sigma` px) puts the change where the codec keeps
+it — large structures, not texture — so it costs almost no bits (docs/training.md, "Session 11").
 
-The top-1 class comes from the device's own classifier on the uncompressed image — no label, and nothing from the
-codec's output. The change is made for that classifier: how much of it carries over to another backbone is measured,
-not assumed (docs/results.md, generalisation). It needs the classifier's input gradient (a backward pass), so a
-network with it runs on torch only; ONNX export refuses it.
+What is read comes from the device's own model on the uncompressed image (`Task.evidence_read`) — no label, and
+nothing from the codec's output: a classifier's top-1 class (its log-probability is climbed), a detector's confident
+detections (score ≥ 0.3; the log-scores at their heatmap cells are climbed). The change is made for that model: how
+much of it carries over to another is measured, not assumed (docs/results.md, generalisation). It needs the model's
+input gradient (a backward pass), so a network with it runs on torch only; ONNX export refuses it.
 """
 
 from __future__ import annotations
@@ -36,56 +37,66 @@ def check_evidence(levels: float, sigma: float, steps: int) -> None:
         raise InputError(f"evidence amplification: STEPS must be in [1, 20], got {steps}")
 
 
-def top1(task: Task, x: torch.Tensor) -> torch.Tensor:
-    """The classifier's top-1 class (N,) on x: the class whose evidence is amplified (read on the original)."""
-    with torch.no_grad():
-        return task.logits(x).argmax(dim=1)
+EVIDENCE_KINDS = ("classification", "detection")
 
 
-def evidence_direction(task: Task, x: torch.Tensor, classes: torch.Tensor, sigma: float) -> torch.Tensor:
-    """∇_x log p_classes(x), Gaussian low-passed by `sigma` px, scaled per image to a peak of 1 (N, 3, H, W)."""
+def check_task(task: Task) -> None:
+    """InputError unless `task` says what it reads and how strongly (`Task.evidence_read` / `evidence_score`)."""
+    if getattr(task, "kind", None) not in EVIDENCE_KINDS:
+        raise InputError("evidence amplification needs a classifier (its top-1) or a detector (its confident "
+                         f"detections); {getattr(task, 'name', task)} is a {getattr(task, 'kind', '?')} task")
+
+
+def read(task: Task, x: torch.Tensor) -> object:
+    """What the task reads on x (uncompressed): the evidence that is amplified (`Task.evidence_read`)."""
+    return task.evidence_read(x)
+
+
+def evidence_direction(task: Task, x: torch.Tensor, reading: object, sigma: float) -> torch.Tensor:
+    """∇_x of the task's log-likelihood of `reading` (a classifier: log p_top1; a detector: the log-scores of its
+    confident detections), Gaussian low-passed by `sigma` px, scaled per image to a peak of 1 (N, 3, H, W)."""
     from prepcodec.npp.baselines import gaussian_blur
 
     z = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():  # preprocessors run under no_grad
-        log_p = task.logits(z).log_softmax(dim=1).gather(1, classes[:, None]).sum()
-        (grad,) = torch.autograd.grad(log_p, z)
+        (grad,) = torch.autograd.grad(task.evidence_score(z, reading), z)  # 0 where nothing is read: no change
     grad = gaussian_blur(grad, sigma)
     peak = grad.flatten(1).abs().amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     return grad / peak
 
 
 def amplify_evidence(task: Task, x: torch.Tensor, levels: float = LEVELS, sigma: float = SIGMA, steps: int = STEPS,
-                     classes: torch.Tensor | None = None) -> torch.Tensor:
-    """The change δ (N, 3, H, W), |δ| ≤ levels/255, x + δ in [0, 1], that raises the classifier's log-probability of
-    `classes` (default: its own top-1 on x): `steps` steps of projected ascent along the low-passed gradient, each
-    2·levels/steps/255 long at the gradient's peak. Detached: the caller scales it, nothing differentiates it."""
+                     reading: object | None = None) -> torch.Tensor:
+    """The change δ (N, 3, H, W), |δ| ≤ levels/255, x + δ in [0, 1], that raises the task's log-likelihood of
+    `reading` (default: what it reads on x itself): `steps` steps of projected ascent along the low-passed gradient,
+    each 2·levels/steps/255 long at the gradient's peak. Detached: the caller scales it, nothing differentiates it."""
     check_evidence(levels, sigma, steps)
-    if getattr(task, "kind", None) != "classification":
-        raise InputError("evidence amplification needs a classifier (it follows the gradient of its top-1)")
+    check_task(task)
     x = x.detach()
     eps = levels / 255.0
-    classes = top1(task, x) if classes is None else classes
+    reading = read(task, x) if reading is None else reading
     z = x
     for _ in range(steps):
-        z = z + (2.0 * eps / steps) * evidence_direction(task, z, classes, sigma)
+        z = z + (2.0 * eps / steps) * evidence_direction(task, z, reading, sigma)
         z = (x + (z - x).clamp(-eps, eps)).clamp(0.0, 1.0)
     return (z - x).detach()
 
 
 class TaskEvidence:
-    """Callable `(x, classes) -> δ` for an NPP: `amplify_evidence` with a fixed classifier and settings. Not an
-    `nn.Module` (the classifier's weights are not the NPP's: not saved with it, not optimised)."""
+    """Callable `(x, reading) -> δ` for an NPP: `amplify_evidence` with a fixed task and settings. Not an
+    `nn.Module` (the task's weights are not the NPP's: not saved with it, not optimised)."""
 
     def __init__(self, task: Task, levels: float, sigma: float, steps: int) -> None:
         check_evidence(levels, sigma, steps)
+        check_task(task)
         self.task, self.levels, self.sigma, self.steps = task, levels, sigma, steps
-        for p in getattr(task, "model", torch.nn.Module()).parameters():
-            p.requires_grad_(False)  # frozen: the ascent needs the input's gradient only
+        for module in (getattr(task, "model", None), getattr(task, "net", None)):
+            for p in module.parameters() if module is not None else ():
+                p.requires_grad_(False)  # frozen: the ascent needs the input's gradient only
 
-    def top1(self, x: torch.Tensor) -> torch.Tensor:
-        """The classifier's top-1 on (uncompressed) x: the class whose evidence is amplified."""
-        return top1(self.task, x)
+    def read(self, x: torch.Tensor) -> object:
+        """What the task reads on (uncompressed) x: the evidence that is amplified."""
+        return read(self.task, x)
 
-    def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return amplify_evidence(self.task, x.float(), self.levels, self.sigma, self.steps, classes).to(x.dtype)
+    def __call__(self, x: torch.Tensor, reading: object) -> torch.Tensor:
+        return amplify_evidence(self.task, x.float(), self.levels, self.sigma, self.steps, reading).to(x.dtype)

@@ -58,8 +58,9 @@ class NPPConfig:
     # the pixels between two cuts get a per-QP blur mix of their own, started on the matching `graded_starts` sigma,
     # and those below the last the background's — the `roi:graded` baseline as a trainable network
     graded_starts: tuple[float, ...] = ()
-    evidence_levels: float = 0.0  # ROIBlend (classifier): > 0 adds the classifier's top-1 evidence, amplified by at
-    # most this many 8-bit levels along its low-passed gradient (npp.evidence), times a learned per-QP gain (1 at start)
+    evidence_levels: float = 0.0  # ROIBlend: > 0 adds the task's own evidence (a classifier's top-1, a detector's
+    # confident detections), amplified by at most this many 8-bit levels along its low-passed gradient (npp.evidence),
+    # times a learned per-QP gain (1 at start)
     evidence_sigma: float = evidence.SIGMA  # the gradient's low-pass, px
     evidence_steps: int = evidence.STEPS  # projected ascent steps
 
@@ -81,8 +82,9 @@ class NPPConfig:
         if self.evidence_levels:
             from prepcodec.tasks.registry import task_kind
 
-            if not self.roi or task_kind(self.roi) != "classification":
-                raise InputError("evidence_levels belong to an ROI-guided classifier NPP (roi=<a classifier>)")
+            if not self.roi or task_kind(self.roi) not in evidence.EVIDENCE_KINDS:
+                raise InputError("evidence_levels belong to an ROI-guided classifier or detector NPP (roi=<a "
+                                 "classifier or detector>)")
             evidence.check_evidence(self.evidence_levels, self.evidence_sigma, self.evidence_steps)
 
     @classmethod
@@ -151,6 +153,11 @@ NPP_SIZES: dict[str, NPPConfig] = {
     "roi-det": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
                          roi="centernet", keep_sigmas=(0.0, 0.5, 1.0), blend_start=1.0, start_logit=3.0,
                          roi_sharpness=6.0),
+    # roi-det + CenterNet's own evidence (its confident detections' log-scores) amplified, as roi-graded-amp does for
+    # the classifier; npp:det grows into it (`npp grow`)
+    "roi-det-amp": NPPConfig(base_channels=16, qp_hidden=32, blend_sigmas=(1.0, 2.0, 4.0), residual=False,
+                             roi="centernet", keep_sigmas=(0.0, 0.5, 1.0), blend_start=1.0, start_logit=3.0,
+                             roi_sharpness=6.0, evidence_levels=evidence.LEVELS),
 }
 
 
@@ -263,8 +270,9 @@ class ROIBlend(nn.Module):
         out = self.suppressed(x, qp)
         if self.evidence is None:
             return out
-        # the class is the one read on the original; the ascent starts from the suppressed picture the codec gets
-        delta = self.evidence(out.detach(), self.evidence.top1(x))
+        # what the task reads on the original (a class, detections); the ascent starts from the suppressed picture,
+        # which is what the codec gets
+        delta = self.evidence(out.detach(), self.evidence.read(x))
         return out + self.gain(qp).view(-1, 1, 1, 1) * delta
 
     def gain(self, qp: torch.Tensor) -> torch.Tensor:

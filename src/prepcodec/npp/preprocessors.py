@@ -16,9 +16,10 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
   SPEC+unseen                 (classifiers) SPEC, then what the classifier's resize + centre crop never reads
                               replaced by the read window's edge, replicated (`baselines.fill_unseen`)
   SPEC+amp[:LEVELS[:SIGMA[:STEPS]]]
-                              (classifiers) SPEC, then the classifier's own top-1 evidence amplified: at most LEVELS
-                              8-bit levels of change along its low-passed (SIGMA px) log-probability gradient, STEPS
-                              steps (`npp.evidence`; defaults 16, 4, 5); the class is its top-1 on the *original*
+                              (classifiers, detectors) SPEC, then the task model's own evidence amplified: at most
+                              LEVELS 8-bit levels of change along its low-passed (SIGMA px) log-likelihood gradient,
+                              STEPS steps (`npp.evidence`; defaults 16, 4, 5) — of the classifier's top-1 class, of the
+                              detector's confident detections, both read on the *original*
 """
 
 from __future__ import annotations
@@ -173,13 +174,16 @@ def _after(inner: Preprocessor, suffix: str, step: Step) -> Preprocessor:
 
 def _with_suffix(inner: Preprocessor, word: str, task: Task | None, spec: str) -> Preprocessor:
     """`+unseen` (`baselines.fill_unseen`) or `+amp` (`evidence.amplify_evidence`, the class read on the original)."""
-    if task is None or task.kind != "classification":
-        what = "flattens what a classifier's centre crop never reads" if word == UNSEEN[1:] else \
-            "amplifies a classifier's top-1 evidence"
-        raise InputError(f"--pre {spec!r}: +{word.split(':')[0]} {what}; it needs a classifier task")
-    if word == UNSEEN[1:]:
-        return _after(inner, UNSEEN, lambda _x, y: baselines.fill_unseen(task, y))
     from prepcodec.npp import evidence
+
+    if word == UNSEEN[1:]:
+        if task is None or task.kind != "classification":
+            raise InputError(f"--pre {spec!r}: +unseen flattens what a classifier's centre crop never reads; it needs "
+                             "a classifier task")
+        return _after(inner, UNSEEN, lambda _x, y: baselines.fill_unseen(task, y))
+    if task is None or task.kind not in evidence.EVIDENCE_KINDS:
+        raise InputError(f"--pre {spec!r}: +amp amplifies what a classifier or detector reads; it needs a "
+                         "classifier or detection task")
 
     parts = word.split(":")[1:]
     if len(parts) > 3:
@@ -193,7 +197,7 @@ def _with_suffix(inner: Preprocessor, word: str, task: Task | None, spec: str) -
     evidence.check_evidence(levels, sigma, steps)
 
     def amplified(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        delta = evidence.amplify_evidence(task, y, levels, sigma, steps, evidence.top1(task, x))
+        delta = evidence.amplify_evidence(task, y, levels, sigma, steps, evidence.read(task, x))
         return (y + delta).clamp(0.0, 1.0)
 
     return _after(inner, f"+{AMP}:{levels:g}:{sigma:g}:{steps}", amplified)

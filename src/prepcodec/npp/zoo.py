@@ -52,8 +52,10 @@ def export_npp(model: NPP, path: str | os.PathLike, training: dict | None = None
 
 
 def resolve(spec: str) -> Path:
-    """The .pt a spec names: a shipped name (`cls`) or a path to an exported .pt (its .json beside it)."""
+    """The .pt a spec names: a shipped name (`cls`, also written as in `--pre`: `npp:cls`) or a path to an exported
+    .pt (its .json beside it)."""
     spec = str(spec).strip()
+    spec = spec[4:] if spec.lower().startswith("npp:") else spec
     if spec.endswith(".pt") or os.sep in spec:
         path = Path(spec).expanduser()
         if not path.exists():

@@ -40,6 +40,19 @@ class Task(ABC):
         """Move the model to a device; returns self."""
         return self
 
+    # --- evidence amplification (npp.evidence): what the model reads, and how strongly it reads it --------------
+    def evidence_read(self, images: torch.Tensor) -> Any:
+        """What the model reads on (uncompressed) images — a classifier's top-1 class, a detector's confident
+        detections — in the form `evidence_score` takes. No gradient."""
+        raise InputError(f"{self.name} ({self.kind}): evidence amplification is defined for classifiers and "
+                         "detectors only")
+
+    def evidence_score(self, images: torch.Tensor, read: Any) -> torch.Tensor:
+        """The summed log-likelihood of `read` on `images` (scalar), differentiable w.r.t. `images`: what the
+        amplification climbs."""
+        raise InputError(f"{self.name} ({self.kind}): evidence amplification is defined for classifiers and "
+                         "detectors only")
+
 
 def check_device(device: str) -> str:
     """A `--device` value prepcodec can run on ("cpu", "cuda", "cuda:N"), or InputError in one line."""

@@ -113,6 +113,15 @@ class ClassificationTask(Task):
         """(N, 1000) logits, differentiable w.r.t. `images`."""
         return self.model(self.preprocess(images))
 
+    def evidence_read(self, images: torch.Tensor) -> torch.Tensor:
+        """The top-1 class (N,) on `images`: the class whose evidence is amplified."""
+        with torch.no_grad():
+            return self.logits(images).argmax(dim=1)
+
+    def evidence_score(self, images: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
+        """Summed log-probability of the classes `read`."""
+        return self.logits(images).log_softmax(dim=1).gather(1, read[:, None]).sum()
+
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             chunks = [self.logits(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]

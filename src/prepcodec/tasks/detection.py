@@ -118,6 +118,27 @@ class _Detector(TfjsTask):
         return torch.stack([self._loss([h[i : i + 1] for h in heads], [t[i : i + 1] for t in teacher])
                             for i in range(heads[0].shape[0])])
 
+    def evidence_read(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Per class head, a boolean mask of the (cell, class) entries the detector is confident in on `images`
+        (score >= TEACHER_THRESHOLD, the detections its distillation treats as positives)."""
+        with torch.no_grad():
+            heads, _, _ = self._heads(images)
+        return self._confident([logits.detach() for logits in self._class_logits(heads)])
+
+    def evidence_score(self, images: torch.Tensor, read: list[torch.Tensor]) -> torch.Tensor:
+        """Summed log-sigmoid of the class logits at the confident entries `read`: their detection scores."""
+        heads, _, _ = self._heads(images)
+        return sum(F.logsigmoid(logits)[mask].sum() for logits, mask in
+                   zip(self._class_logits(heads), read, strict=True))
+
+    @abstractmethod
+    def _class_logits(self, heads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The class-logit part of each head (N, h, w, 80)."""
+
+    @abstractmethod
+    def _confident(self, class_logits: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per class head, where a detection scores >= TEACHER_THRESHOLD (boolean, the head's shape)."""
+
     def metric(self, predictions: list[dict], targets: Any) -> float:
         gt = gt_from_predictions(targets.predictions, TEACHER_THRESHOLD) if isinstance(
             targets, DetectionTargets) else targets
@@ -139,8 +160,7 @@ class CenterNet(_Detector):
     def _decode(self, heads):
         logits, wh = heads
         n, h, w, c = logits.shape
-        hm = torch.sigmoid(logits)
-        peaks = hm * (F.max_pool2d(hm.permute(0, 3, 1, 2), 3, 1, 1).permute(0, 2, 3, 1) == hm)
+        peaks = self._peaks(logits)
         scores, idx = peaks.reshape(n, -1).topk(min(self.max_detections, h * w * c), dim=1)
         out = []
         for b in range(n):
@@ -152,6 +172,17 @@ class CenterNet(_Detector):
             boxes = torch.stack([x - ltrb[:, 0], y - ltrb[:, 1], x + ltrb[:, 2], y + ltrb[:, 3]], dim=1)
             out.append((boxes, s, cls))
         return out
+
+    def _peaks(self, logits: torch.Tensor) -> torch.Tensor:
+        """Heatmap scores at their 3x3 local maxima, 0 elsewhere: CenterNet's detections before the top-k."""
+        hm = torch.sigmoid(logits)
+        return hm * (F.max_pool2d(hm.permute(0, 3, 1, 2), 3, 1, 1).permute(0, 2, 3, 1) == hm)
+
+    def _class_logits(self, heads):
+        return [heads[0]]
+
+    def _confident(self, class_logits):
+        return [self._peaks(class_logits[0]) >= TEACHER_THRESHOLD]
 
     def _loss(self, heads, teacher):
         logits, wh = heads
@@ -209,6 +240,12 @@ class NanoDet(_Detector):
             k = batched_nms(bx, s, cls, self.nms_iou)[: self.max_detections]
             out.append((bx[k], s[k], cls[k]))
         return out
+
+    def _class_logits(self, heads):
+        return [head[..., :80] for head in heads]
+
+    def _confident(self, class_logits):
+        return [torch.sigmoid(logits) >= TEACHER_THRESHOLD for logits in class_logits]
 
     def _loss(self, heads, teacher):
         cls_loss = box_loss = 0.0
