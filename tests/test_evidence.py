@@ -97,10 +97,8 @@ def centernet():
 
 @pytest.mark.weights
 def test_detector_amplification_raises_its_confident_detections_scores(centernet, sample_image):
-    from prepcodec.npp.evidence import read
-
     x = to_tensor(sample_image("kodim23").copy())  # two parrots: CenterNet's confident birds
-    reading = read(centernet, x)
+    reading = centernet.evidence_read(x)
     assert int(reading[0].sum()) >= 1
     delta = amplify_evidence(centernet, x, levels=8.0, sigma=4.0, steps=3)
     assert 4 / 255 < delta.abs().max() <= 8 / 255 + 1e-6

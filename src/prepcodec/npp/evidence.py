@@ -47,11 +47,6 @@ def check_task(task: Task) -> None:
                          f"detections); {getattr(task, 'name', task)} is a {getattr(task, 'kind', '?')} task")
 
 
-def read(task: Task, x: torch.Tensor) -> object:
-    """What the task reads on x (uncompressed): the evidence that is amplified (`Task.evidence_read`)."""
-    return task.evidence_read(x)
-
-
 def evidence_direction(task: Task, x: torch.Tensor, reading: object, sigma: float) -> torch.Tensor:
     """∇_x of the task's log-likelihood of `reading` (a classifier: log p_top1; a detector: the log-scores of its
     confident detections), Gaussian low-passed by `sigma` px, scaled per image to a peak of 1 (N, 3, H, W)."""
@@ -74,7 +69,7 @@ def amplify_evidence(task: Task, x: torch.Tensor, levels: float = LEVELS, sigma:
     check_task(task)
     x = x.detach()
     eps = levels / 255.0
-    reading = read(task, x) if reading is None else reading
+    reading = task.evidence_read(x) if reading is None else reading
     z = x
     for _ in range(steps):
         z = z + (2.0 * eps / steps) * evidence_direction(task, z, reading, sigma)
@@ -96,7 +91,7 @@ class TaskEvidence:
 
     def read(self, x: torch.Tensor) -> object:
         """What the task reads on (uncompressed) x: the evidence that is amplified."""
-        return read(self.task, x)
+        return self.task.evidence_read(x)
 
     def __call__(self, x: torch.Tensor, reading: object) -> torch.Tensor:
         return amplify_evidence(self.task, x.float(), self.levels, self.sigma, self.steps, reading).to(x.dtype)

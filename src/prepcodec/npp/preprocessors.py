@@ -197,7 +197,7 @@ def _with_suffix(inner: Preprocessor, word: str, task: Task | None, spec: str) -
     evidence.check_evidence(levels, sigma, steps)
 
     def amplified(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        delta = evidence.amplify_evidence(task, y, levels, sigma, steps, evidence.read(task, x))
+        delta = evidence.amplify_evidence(task, y, levels, sigma, steps, task.evidence_read(x))
         return (y + delta).clamp(0.0, 1.0)
 
     return _after(inner, f"+{AMP}:{levels:g}:{sigma:g}:{steps}", amplified)

@@ -123,7 +123,7 @@ class _Detector(TfjsTask):
         (score >= TEACHER_THRESHOLD, the detections its distillation treats as positives)."""
         with torch.no_grad():
             heads, _, _ = self._heads(images)
-        return self._confident([logits.detach() for logits in self._class_logits(heads)])
+        return self._confident(self._class_logits(heads))
 
     def evidence_score(self, images: torch.Tensor, read: list[torch.Tensor]) -> torch.Tensor:
         """Summed log-sigmoid of the class logits at the confident entries `read`: their detection scores."""
