@@ -179,3 +179,34 @@ def test_detection_map_teacher_against_itself_and_misses():
     assert res["map"] < 0.5 and res["map50"] <= 1.0
     wrong_class = [{**perfect[0], "category_ids": torch.tensor([2, 3])}]
     assert detection_map(wrong_class, gt)["map"] == 0.0
+
+
+@pytest.mark.weights
+def test_confident_targets_make_the_teachers_detections_certain_and_reward_raising_them(task):
+    """`--task-loss confident`: the teacher's confident entries go to score 1, nothing else changes, and the loss
+    of the teacher's own image is then > 0 and falls when those detections score higher (the soft loss is 0 there
+    and rises either way)."""
+    from prepcodec.tasks.detection import TEACHER_THRESHOLD
+
+    x = photo("kodim23.png")
+    soft = task.pseudo_targets(x)
+    hard = task.confident_targets(soft)
+    assert any(bool(m.any()) for m in task._confident(task._class_logits(soft.heads)))  # the parrots
+    for s, h, mask in zip(task._class_logits(soft.heads), task._class_logits(hard.heads),
+                          task._confident(task._class_logits(soft.heads)), strict=True):
+        assert bool((torch.sigmoid(s[mask]) >= TEACHER_THRESHOLD).all())
+        assert bool((torch.sigmoid(h[mask]) > 0.999).all())
+        torch.testing.assert_close(h[~mask], s[~mask], rtol=0, atol=0)
+    # outside the confident class entries (sizes, box bins, other cells and classes) nothing changed
+    assert [s.shape for s in soft.heads] == [h.shape for h in hard.heads]
+    assert sum(int((s != h).sum()) for s, h in zip(soft.heads, hard.heads, strict=True)) == sum(
+        int(m.sum()) for m in task._confident(task._class_logits(soft.heads)))
+    assert float(task.loss(x, soft)) == pytest.approx(0.0, abs=1e-4)
+    at_teacher = float(task.loss(x, hard))
+    assert at_teacher > 0
+    # raise exactly the confident logits (a student more certain of the teacher's detections): the hard loss falls
+    raised = [h.clone() for h in soft.heads]
+    for logits, mask in zip(task._class_logits(raised), task._confident(task._class_logits(soft.heads)), strict=True):
+        logits[mask] += 2.0
+    assert float(task._loss(raised, hard.heads)) < float(task._loss(soft.heads, hard.heads))
+    assert float(task._loss(raised, soft.heads)) > float(task._loss(soft.heads, soft.heads))

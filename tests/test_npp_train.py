@@ -440,3 +440,21 @@ def test_train_runs_a_detector_with_recomputed_teacher_and_map_validation(tmp_pa
     with pytest.raises(InputError, match="needs a classifier"):
         train_npp(dataclasses.replace(cfg, task_loss="top1", out=str(tmp_path / "x")), progress=False)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.weights
+def test_confident_task_loss_is_a_detectors_only(tmp_path):
+    """`--task-loss confident` (a detector's confident detections made certain) is refused for a classifier before
+    any work, and the teacher adapters agree."""
+    from prepcodec.tasks.registry import create_task
+    from prepcodec.train.npp_trainer import NPPTrainConfig, check_config
+    from prepcodec.train.teacher import BankedTeacher, RecomputedTeacher
+
+    with pytest.raises(InputError, match="needs a detector"):
+        check_config(NPPTrainConfig(task="effnet-lite0", task_loss="confident", steps=1, out=str(tmp_path / "c")))
+    check_config(NPPTrainConfig(task="centernet", task_loss="confident", steps=1, out=str(tmp_path / "d")))
+    with pytest.raises(InputError, match="classifier's hard target is 'top1'"):
+        BankedTeacher(create_task("effnet-lite0"), "confident")
+    with pytest.raises(InputError, match="'kl' or 'confident'"):
+        RecomputedTeacher(create_task("centernet"), "top1")
+    assert not any((tmp_path / n).exists() for n in ("c", "d"))

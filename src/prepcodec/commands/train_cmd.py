@@ -38,11 +38,14 @@ def train_command(
     lam_mode: str = typer.Option("qp", "--lam-mode", help="qp (λ paired with the QP via the plain codec's slope) "
                                  "or const"),
     beta: float = typer.Option(0.5, "--beta", help="weight of MSE(x̄, x)"),
-    task_loss: str = typer.Option("kl", "--task-loss", help="kl (to the teacher's probabilities) or top1 "
-                                  "(cross-entropy to the teacher's top-1 class: what top-1 accuracy asks)"),
+    task_loss: str = typer.Option("kl", "--task-loss", help="kl (to the teacher's outputs: a classifier's "
+                                  "probabilities, a detector's heads), top1 (classifier: cross-entropy to the "
+                                  "teacher's top-1 class: what top-1 accuracy asks) or confident (detector: its heads "
+                                  "with its confident detections made certain: what mAP against them asks)"),
     select: str = typer.Option("task_loss", "--select", help="validation score that picks the exported weights: "
-                               "task_loss (BD-rate at equal task loss), agreement (at equal top-1 agreement), or "
-                               "last (the final weights: a validation set too small to rank checkpoints)"),
+                               "task_loss (BD-rate at equal task loss), agreement (at equal top-1 agreement; a "
+                               "detector's: mAP against the teacher's boxes), or last (the final weights: a "
+                               "validation set too small to rank checkpoints)"),
     qp_min: int = typer.Option(22, "--qp-min"),
     qp_max: int = typer.Option(44, "--qp-max"),
     steps: int = typer.Option(None, "--steps", help="optimizer steps (default 4000; no limit with --budget)"),

@@ -31,6 +31,7 @@ from prepcodec.tasks.resize import letterbox, unletterbox_boxes
 from prepcodec.tasks.tfjs.task import TfjsTask
 
 TEACHER_THRESHOLD = 0.3
+CERTAIN_LOGIT = 20.0  # sigmoid = 1 - 2e-9: a score of 1 that keeps the BCE finite
 
 
 @dataclass
@@ -117,6 +118,16 @@ class _Detector(TfjsTask):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
         return torch.stack([self._loss([h[i : i + 1] for h in heads], [t[i : i + 1] for t in teacher])
                             for i in range(heads[0].shape[0])])
+
+    def confident_targets(self, targets: DetectionTargets) -> DetectionTargets:
+        """`targets` with the teacher's confident detections (the (cell, class) entries scoring >= TEACHER_THRESHOLD,
+        `_confident`) at score 1 (logit CERTAIN_LOGIT) and every other entry as it was: the hard targets of the
+        trainer's `--task-loss confident`. The soft distillation penalises a detection scored above the teacher as
+        much as one below; mAP against the teacher's boxes only asks that these be found and ranked first."""
+        heads = [h.clone() for h in targets.heads]
+        for logits, mask in zip(self._class_logits(heads), self._confident(self._class_logits(heads)), strict=True):
+            logits[mask] = CERTAIN_LOGIT  # the class-logit views write through into the cloned heads
+        return DetectionTargets(heads, targets.predictions)
 
     def evidence_read(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Per class head, a boolean mask of the (cell, class) entries the detector is confident in on `images`

@@ -58,7 +58,8 @@ class NPPTrainConfig:
     lam: float = 1.0  # λ, or the multiple of the break-even λ*(qp) with lam_mode "qp"
     lam_mode: str = "qp"
     beta: float = 0.5
-    task_loss: str = "kl"  # "kl": KL to the teacher's probabilities; "top1": cross-entropy to the teacher's top-1
+    task_loss: str = "kl"  # "kl": to the teacher's outputs; "top1": CE to a classifier's top-1; "confident": a
+    # detector's heads with its confident detections made certain (train.teacher.RecomputedTeacher)
     select: str = "task_loss"  # validation score that picks the exported weights: "task_loss" or "agreement"
     qp_min: int = 22
     qp_max: int = 44
@@ -97,7 +98,9 @@ def check_config(cfg: NPPTrainConfig) -> None:
     from prepcodec.tasks.registry import task_kind
 
     if cfg.task_loss == "top1" and task_kind(cfg.task) != "classification":
-        raise InputError(f"--task-loss top1 needs a classifier; {cfg.task} distils its own heads (keep the default)")
+        raise InputError(f"--task-loss top1 needs a classifier; {cfg.task} distils its own heads (kl or confident)")
+    if cfg.task_loss == "confident" and task_kind(cfg.task) != "detection":
+        raise InputError(f"--task-loss confident needs a detector; for {cfg.task} use kl or top1")
     if cfg.select not in SELECT:
         raise InputError(f"unknown --select {cfg.select!r}; choose from {', '.join(SELECT)}")
     if cfg.lam_mode not in LAM_MODES:
