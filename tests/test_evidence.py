@@ -148,6 +148,40 @@ def test_detector_network_grows_into_npp_det_followed_by_the_amplification(cente
 
 
 @pytest.mark.weights
+def test_a_gain_below_gain_off_skips_the_stage_at_inference_only(sample_image, monkeypatch):
+    """A per-QP gain under GAIN_OFF (at most 0.16 of a level) spends no task pass at inference and returns the
+    network without the stage; a batch mixing such QPs with live ones runs the ascent on the live images only; in
+    training the stage always runs (the gain keeps its gradient)."""
+    from prepcodec.npp.model import GAIN_OFF
+    from prepcodec.npp.zoo import load_npp
+
+    det = load_npp("det-roi").model.eval()
+    grown = grow_npp(det, "roi-det-amp").eval()
+    with torch.no_grad():  # gain ~0 below QP 30, ~1 above: the shape of run det-E's fitted gain
+        grown.roi.evidence_gain.fc1.weight.fill_(1.0)
+        grown.roi.evidence_gain.fc1.bias.zero_()
+        grown.roi.evidence_gain.fc2.weight.fill_(20.0)
+        grown.roi.evidence_gain.fc2.bias.fill_(-10.0)
+    qps = torch.tensor([22.0, 44.0])
+    with torch.no_grad():
+        assert float(grown.roi.gain(qps[:1])) < GAIN_OFF < float(grown.roi.gain(qps[1:]))
+    x = to_tensor(sample_image("kodim23").copy())[..., :256, :256].repeat(2, 1, 1, 1)
+    seen = []
+    ascent = type(grown.roi.evidence).__call__
+    monkeypatch.setattr(type(grown.roi.evidence), "__call__",
+                        lambda self, z, r: seen.append(len(z)) or ascent(self, z, r))
+    with torch.no_grad():
+        out = grown(x, qps)
+        base = det(x, qps)
+    assert seen == [1]  # the QP-44 image only
+    assert torch.equal(out[0], base[0]) and float((out[1] - base[1]).abs().max()) > 0
+    grown.train()
+    with torch.no_grad():
+        grown(x, qps)
+    assert seen == [1, 2]
+
+
+@pytest.mark.weights
 def test_batched_preprocessing_matches_one_image_at_a_time(lite0, sample_image):
     """The sweep preprocesses same-sized images in batches (`Preprocessor.many`); every image comes out as it does
     alone (float summation order aside: at most one level here and there)."""

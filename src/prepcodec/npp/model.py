@@ -187,6 +187,10 @@ class BlendHead(nn.Module):
 
 
 ROI_FEATHER_SIGMA = 0.01 * math.hypot(256, 256)  # the baseline's feathering of a 256² image, for every size
+# at inference a per-QP evidence gain below this (at most 0.16 of an 8-bit level of change) switches the stage off:
+# its cost, the task's read and ascent passes, is not spent on nothing (run det-E's gain is ~0 at QP 22-26). In
+# training the stage always runs, so a gain that fell this low still gets its gradient.
+GAIN_OFF = 0.01
 
 
 class QPMLP(nn.Module):
@@ -270,10 +274,15 @@ class ROIBlend(nn.Module):
         out = self.suppressed(x, qp)
         if self.evidence is None:
             return out
+        gain = self.gain(qp)
+        on = gain >= GAIN_OFF if not self.training else torch.ones_like(gain, dtype=torch.bool)
+        if not bool(on.any()):
+            return out
         # what the task reads on the original (a class, detections); the ascent starts from the suppressed picture,
         # which is what the codec gets
-        delta = self.evidence(out.detach(), self.evidence.read(x))
-        return out + self.gain(qp).view(-1, 1, 1, 1) * delta
+        delta = torch.zeros_like(out)
+        delta[on] = self.evidence(out[on].detach(), self.evidence.read(x[on]))
+        return out + (gain * on).view(-1, 1, 1, 1) * delta
 
     def gain(self, qp: torch.Tensor) -> torch.Tensor:
         """Per-QP multiplier (N,) of the evidence amplification, 1 at the start; zeros without it."""
