@@ -111,11 +111,12 @@ def walk_gain(roi, task, target, bank, idx, real, qp_int: int, gains: list[float
         qp = torch.full((len(x),), float(qp_int))
         base = roi.suppressed(x, qp).clamp(0, 1)
         delta = roi.evidence(base, roi.evidence.read(x))
-        hard = task.confident_targets(task.pseudo_targets(x)) if confident else None
+        targets = target.targets(x, teacher)  # once per batch, for every gain (a detector's: one forward pass)
+        hard = task.confident_targets(targets) if confident else None
         for g in gains:
             x_bar = (base + g * delta).clamp(0, 1)
             x_hat, bits = real(x_bar, qp)
-            loss, part = target.batch_terms(x, x_hat, teacher)
+            loss, part = target.batch_terms(x, x_hat, teacher, targets)
             a = acc[g]
             a["bits"] += float(bits.sum())
             a["kl"] += loss

@@ -191,22 +191,22 @@ def test_confident_targets_make_the_teachers_detections_certain_and_reward_raisi
     x = photo("kodim23.png")
     soft = task.pseudo_targets(x)
     hard = task.confident_targets(soft)
-    assert any(bool(m.any()) for m in task._confident(task._class_logits(soft.heads)))  # the parrots
+    assert any(bool(m.any()) for m in task._confident_entries(soft.heads))  # the parrots
     for s, h, mask in zip(task._class_logits(soft.heads), task._class_logits(hard.heads),
-                          task._confident(task._class_logits(soft.heads)), strict=True):
+                          task._confident_entries(soft.heads), strict=True):
         assert bool((torch.sigmoid(s[mask]) >= TEACHER_THRESHOLD).all())
         assert bool((torch.sigmoid(h[mask]) > 0.999).all())
         torch.testing.assert_close(h[~mask], s[~mask], rtol=0, atol=0)
     # outside the confident class entries (sizes, box bins, other cells and classes) nothing changed
     assert [s.shape for s in soft.heads] == [h.shape for h in hard.heads]
     assert sum(int((s != h).sum()) for s, h in zip(soft.heads, hard.heads, strict=True)) == sum(
-        int(m.sum()) for m in task._confident(task._class_logits(soft.heads)))
+        int(m.sum()) for m in task._confident_entries(soft.heads))
     assert float(task.loss(x, soft)) == pytest.approx(0.0, abs=1e-4)
     at_teacher = float(task.loss(x, hard))
     assert at_teacher > 0
     # raise exactly the confident logits (a student more certain of the teacher's detections): the hard loss falls
     raised = [h.clone() for h in soft.heads]
-    for logits, mask in zip(task._class_logits(raised), task._confident(task._class_logits(soft.heads)), strict=True):
+    for logits, mask in zip(task._class_logits(raised), task._confident_entries(soft.heads), strict=True):
         logits[mask] += 2.0
     assert float(task._loss(raised, hard.heads)) < float(task._loss(soft.heads, hard.heads))
     assert float(task._loss(raised, soft.heads)) > float(task._loss(soft.heads, soft.heads))

@@ -125,7 +125,7 @@ class _Detector(TfjsTask):
         trainer's `--task-loss confident`. The soft distillation penalises a detection scored above the teacher as
         much as one below; mAP against the teacher's boxes only asks that these be found and ranked first."""
         heads = [h.clone() for h in targets.heads]
-        for logits, mask in zip(self._class_logits(heads), self._confident(self._class_logits(heads)), strict=True):
+        for logits, mask in zip(self._class_logits(heads), self._confident_entries(heads), strict=True):
             logits[mask] = CERTAIN_LOGIT  # the class-logit views write through into the cloned heads
         return DetectionTargets(heads, targets.predictions)
 
@@ -134,6 +134,10 @@ class _Detector(TfjsTask):
         (score >= TEACHER_THRESHOLD, the detections its distillation treats as positives)."""
         with torch.no_grad():
             heads, _, _ = self._heads(images)
+        return self._confident_entries(heads)
+
+    def _confident_entries(self, heads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per class head, where `heads` score a detection >= TEACHER_THRESHOLD (boolean, the head's shape)."""
         return self._confident(self._class_logits(heads))
 
     def evidence_score(self, images: torch.Tensor, read: list[torch.Tensor]) -> torch.Tensor:

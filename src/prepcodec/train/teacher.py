@@ -25,12 +25,15 @@ class BankedTeacher:
     accuracy asks: on the validation crops ROI blur (−28 % bits at equal top-1 on imagenet-eval) scores +18 % at
     equal KL (docs/training.md)."""
 
+    KINDS = ("kl", "top1")  # the task losses this adapter computes; the trainer's config check says it first
+    WRONG_KIND = ("task loss {kind!r} is a detector's (its confident detections as certain); a classifier's hard "
+                  "target is 'top1'")
+
     def __init__(self, task, kind: str = "kl") -> None:
         if kind not in TASK_LOSSES:
             raise InputError(f"unknown task loss {kind!r}; choose from {', '.join(TASK_LOSSES)}")
-        if kind == "confident" and type(self) is BankedTeacher:
-            raise InputError("task loss 'confident' is a detector's (its confident detections as certain); a "
-                             "classifier's hard target is 'top1'")
+        if kind not in self.KINDS:
+            raise InputError(self.WRONG_KIND.format(kind=kind))
         self.task, self.kind = task, kind
 
     def rows(self, crops: np.ndarray, progress: bool, desc: str) -> np.ndarray:
@@ -49,10 +52,13 @@ class BankedTeacher:
         """Per-image D_task of the decoded crops x_hat of the crops x."""
         return self.task.loss(x_hat, self.targets(x, teacher), reduction="none")
 
-    def batch_terms(self, x: torch.Tensor, x_hat: torch.Tensor, teacher: torch.Tensor) -> tuple[float, object]:
-        """A validation batch's summed task loss and its part of the agreement (the count of top-1 matches)."""
+    def batch_terms(self, x: torch.Tensor, x_hat: torch.Tensor, teacher: torch.Tensor,
+                    targets: object = None) -> tuple[float, object]:
+        """A validation batch's summed task loss and its part of the agreement (the count of top-1 matches).
+        `targets`: `self.targets(x, teacher)` when the caller already has it (several decodes of one batch)."""
         logits = self.task.logits(x_hat)  # once: the task loss and the agreement both come from it
-        loss = self.task.loss_from_logits(logits, self.targets(x, teacher), "none")
+        targets = self.targets(x, teacher) if targets is None else targets
+        loss = self.task.loss_from_logits(logits, targets, "none")
         return float(loss.sum()), float((logits.argmax(1) == teacher.argmax(1)).sum())
 
     def agreement(self, parts: list, n: int) -> float:
@@ -71,10 +77,8 @@ class RecomputedTeacher(BankedTeacher):
     docs/training.md, "Session 13"): the two differ by < 0.2 %, and both turn the evidence stage's gain down at
     every QP — neither sees the mAP it buys at high QP."""
 
-    def __init__(self, task, kind: str = "kl") -> None:
-        if kind not in ("kl", "confident"):  # the trainer's config check says it to the user first
-            raise InputError(f"a detector distils its own heads (task loss 'kl' or 'confident'), not {kind!r}")
-        super().__init__(task, kind)
+    KINDS = ("kl", "confident")
+    WRONG_KIND = "a detector distils its own heads (task loss 'kl' or 'confident'), not {kind!r}"
 
     def rows(self, crops: np.ndarray, progress: bool, desc: str) -> np.ndarray:
         return np.zeros((len(crops), 0), np.float16)
@@ -83,9 +87,11 @@ class RecomputedTeacher(BankedTeacher):
         targets = self.task.pseudo_targets(x.detach())
         return self.task.confident_targets(targets) if self.kind == "confident" else targets
 
-    def batch_terms(self, x: torch.Tensor, x_hat: torch.Tensor, teacher: torch.Tensor) -> tuple[float, object]:
-        """The summed loss and (the batch's predictions, the teacher's) for one mAP over the set."""
-        targets = self.targets(x, teacher)
+    def batch_terms(self, x: torch.Tensor, x_hat: torch.Tensor, teacher: torch.Tensor,
+                    targets: object = None) -> tuple[float, object]:
+        """The summed loss and (the batch's predictions, the teacher's) for one mAP over the set; `targets` as in
+        the base class (here it saves the teacher's forward pass)."""
+        targets = self.targets(x, teacher) if targets is None else targets
         loss, preds = self.task.loss_and_predictions(x_hat, targets, reduction="none")
         return float(loss.sum()), (preds, targets.predictions)
 
