@@ -125,7 +125,8 @@ def test_proxy_targets_refuse_kodak_even_sliced():
 
 @pytest.mark.shared_data
 def test_larger_coco_sets_merge_their_ground_truth_exactly():
-    """coco-eval = 79 + 202 fully labelled val images in one JSON; coco-person = the 217 val images with keypoints;
+    """coco-eval = 79 + 202 fully labelled val images in one JSON; coco-person = the 217 val images with keypoints,
+    coco-person1 = the 89 of them with exactly one (non-crowd) person, one box and one keypoint set each;
     coco-train = the 128 train images. The merged ground truth scored against itself gives AP 1 (pycocotools)."""
     import contextlib
     import io
@@ -136,7 +137,8 @@ def test_larger_coco_sets_merge_their_ground_truth_exactly():
 
     from prepcodec.data.datasets import get_dataset
 
-    sizes = {"coco-eval": (281, 2279, None), "coco-person": (217, 875, 875), "coco-train": (128, 939, None)}
+    sizes = {"coco-eval": (281, 2279, None), "coco-person": (217, 875, 875), "coco-person1": (89, 89, 89),
+             "coco-train": (128, 939, None)}
     for name, (n_img, n_box, n_kp) in sizes.items():
         ds = get_dataset(name)
         gt = json.loads(ds.instances_json.read_text())
@@ -145,6 +147,7 @@ def test_larger_coco_sets_merge_their_ground_truth_exactly():
         assert len({a["id"] for a in gt["annotations"]}) == n_box  # renumbered without collisions
         if n_kp is not None:
             assert len(json.loads(ds.keypoints_json.read_text())["annotations"]) == n_kp
+    assert {it.id for it in get_dataset("coco-person1").items} < {it.id for it in get_dataset("coco-person").items}
     ds = get_dataset("coco-eval")
     assert {it.id for it in get_dataset("coco-val").items} < {it.id for it in ds.items}  # coco-val stays as it was
     with contextlib.redirect_stdout(io.StringIO()):

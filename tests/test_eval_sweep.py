@@ -80,6 +80,29 @@ def test_repeat_sweep_reads_cache_and_gives_identical_numbers(base_run, task, po
     assert [asdict(s) for s in again.summaries] == [asdict(s) for s in first.summaries]
 
 
+def test_a_sweep_of_another_task_decodes_the_stored_bitstreams(base_run, pool):
+    """The bytes do not depend on who scores them: a fidelity-only sweep of the same pictures encodes nothing and
+    sees exactly the base sweep's bitstreams (same sizes, same decoded pictures, so the same PSNR)."""
+    tmp, first = base_run
+    other = run_sweep(_cfg(tmp, task="none"), None, pool=pool, progress=False)
+    assert other.stats.encoded == 0 and other.stats.decoded_stored == len(first.records)
+    assert [(r.image, r.level, r.nbytes, r.psnr) for r in other.records] == \
+        [(r.image, r.level, r.nbytes, r.psnr) for r in first.records]
+
+
+def test_a_preprocessor_that_reads_the_task_keeps_its_bitstreams_per_task():
+    """roi:blur keeps what the sweep's task attends to: another task must not be served its bytes; a network's
+    output moves with its batch; plain pictures depend on neither."""
+    from prepcodec.eval.sweep import _made_with
+    from prepcodec.npp.preprocessors import parse_pre
+
+    cfg = SweepConfig(data="samples", task="effnet-lite0", codec="jpeg", levels=[50], batch=4)
+    blur = parse_pre("blur:1")
+    assert _made_with(cfg, parse_pre("none")) == "" and _made_with(cfg, blur) == "batch=4"
+    roi = _made_with(SweepConfig(**{**cfg.__dict__, "pre": "roi:blur:4"}), blur)
+    assert roi == "effnet-lite0|batch=4"
+
+
 def test_killed_sweep_resumes_where_it_stopped(tmp_path, base_run, task, pool):
     _, full = base_run
     calls = []
@@ -194,6 +217,7 @@ def test_cached_predictions_are_keyed_by_batch_size(tmp_path, task, pool):
     """Scores differ in the last digits between batch sizes; a run must get its own batch size's numbers."""
     one = run_sweep(_cfg(tmp_path, batch=1, levels=[50]), tmp_path / "b1", task=task, pool=pool, progress=False)
     three = run_sweep(_cfg(tmp_path, batch=3, levels=[50]), tmp_path / "b3", task=task, pool=pool, progress=False)
-    assert one.stats.encoded == N_IMAGES and three.stats.encoded == N_IMAGES  # not served the other's rows
+    assert one.stats.encoded == N_IMAGES and three.stats.cached == 0  # not served the other's rows
+    assert three.stats.decoded_stored == N_IMAGES  # plain pictures: the same bytes, decoded, not encoded again
     fresh = run_sweep(_cfg(tmp_path / "fresh", batch=3, levels=[50]), None, task=task, pool=pool, progress=False)
     assert [r.pred for r in fresh.records] == [r.pred for r in three.records]

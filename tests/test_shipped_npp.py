@@ -79,8 +79,9 @@ def test_npp_show_reads_the_learned_knobs_per_qp(cli, tmp_path):
                                                        ("det", "det-roi", "roi-det-amp")])
 def test_a_shipped_evidence_network_is_its_trained_network_grown(name, trained, size):
     """npp:cls = `prepcodec npp grow cls-roi --size roi-graded-amp` (run J), npp:det = `npp grow det-roi --size
-    roi-det-amp` (run det-B): the trained weights unchanged, the evidence gain at its start (1 at every QP), and the
-    JSON says so (docs/training.md, "Session 11", "Session 12")."""
+    roi-det-amp` (run det-B): the trained weights unchanged, and the JSON says so (docs/training.md, "Session 11",
+    "Session 12"). The evidence gain is at its start (1 at every QP) unless the JSON records a per-QP fit
+    (`scripts/probe_evidence_gain.py --fit`, det-E in "Session 13"); then the weights give the fitted gains."""
     from prepcodec.npp.model import grow_npp
 
     if not {name, trained} <= set(list_npps()):
@@ -93,7 +94,13 @@ def test_a_shipped_evidence_network_is_its_trained_network_grown(name, trained, 
         assert torch.equal(value, shipped.model.state_dict()[key]), key
     assert shipped.meta["training"]["grown"]["size"] == size
     assert shipped.meta["training"]["grown"]["from_sha256"] == base.sha256
-    assert all(shipped.model.roi.knobs(qp)["evidence_gain"] == pytest.approx(1.0) for qp in (22.0, 44.0))
+    fit = shipped.meta["training"].get("gain_fit")
+    expected = {float(qp): g for qp, g in fit["fitted"].items()} if fit else {22.0: 1.0, 44.0: 1.0}
+    for qp, gain in expected.items():
+        assert shipped.model.roi.knobs(qp)["evidence_gain"] == pytest.approx(gain, abs=1e-4), qp
+    if fit:  # the fit hit its per-QP targets and moved the gain off its start somewhere
+        assert all(abs(expected[float(qp)] - t) < 0.01 for qp, t in fit["targets"].items())
+        assert max(abs(g - 1.0) for g in expected.values()) > 0.5
 
 
 def test_a_shipped_name_resolves_with_or_without_the_pre_prefix():
@@ -111,3 +118,4 @@ def test_npp_list_names_what_a_grown_network_grew_from(cli):
     rows = {r["name"]: r for r in map(json.loads, out.splitlines())}
     assert rc == 0 and rows["npp:cls"]["grown_from"] == rows["npp:cls-roi"]["sha256"]
     assert rows["npp:cls"]["grown_into"] == "roi-graded-amp" and "grown_from" not in rows["npp:cls-roi"]
+    assert rows["npp:det"]["gain_fit"] == "32 training crops" and "gain_fit" not in rows["npp:cls"]  # det-E

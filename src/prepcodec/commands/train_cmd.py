@@ -121,6 +121,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="one JSON object
         if "grown" in t:  # the trained network's summary, plus a stage added at its start (`npp grow`)
             row["grown_from"] = str(t["grown"].get("from_sha256", ""))[:12]
             row["grown_into"] = t["grown"].get("size")
+        if "gain_fit" in t:  # the evidence gain set per QP by scripts/probe_evidence_gain.py --fit, not trained
+            row["gain_fit"] = f"{t['gain_fit'].get('crops')} training crops"
         typer.echo(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()))
 
 

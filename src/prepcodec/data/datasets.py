@@ -10,6 +10,7 @@ labels and pixels. Positions are 0-based indices into the name-sorted file list.
 | coco-val         | coco-val-subset/images/           | all 79                      | native resolution              |
 | coco-eval        | coco-val-subset + coco-val-extra  | 79 + 202 (full 80-class GT) | native resolution              |
 | coco-person      | coco-val-subset + coco-val-extra  | 39 + 178 with keypoints GT  | native resolution              |
+| coco-person1     | coco-val-subset + coco-val-extra  | those with one person       | native resolution              |
 | coco-train       | coco-train128/images/             | all 128 (training only)     | native resolution              |
 | photos-eval      | photos/                           | positions 3, 7, 11, ... (23) | longer side 640                |
 | photos-train     | photos/                           | the other positions (69)    | longer side 640                |
@@ -228,16 +229,33 @@ def _coco_eval(name: str) -> Dataset:
 
 
 def _coco_person(name: str) -> Dataset:
-    """The val images with persons and keypoint ground truth (39 of coco-val + 178 of coco-val-extra), for pose."""
+    """The val images with persons and keypoint ground truth (39 of coco-val + 178 of coco-val-extra), for pose;
+    `coco-person1` keeps those with exactly one annotated person (no crowd region), the pictures a single-pose
+    model such as MoveNet is made for (on the full set it finds one of up to a dozen people and its AP is flat)."""
     sub, extra = _shared_folder("coco-val-subset", name), _shared_folder("coco-val-extra", name)
     kp_sub, kp_extra = sub / "person_keypoints.json", extra / "person_keypoints.json"
     box_sub, box_extra = sub / "instances.json", extra / "person_instances.json"
     _require(kp_sub, kp_extra, box_sub, box_extra, name=name)
     files = _coco_files(sub, kp_sub, name, True) + _coco_files(extra, kp_extra, name, True)
+    if name == "coco-person1":
+        single = _single_person_files(box_sub) | _single_person_files(box_extra)
+        files = [p for p in files if p.name in single]
     keep = {p.name for p in files}
     keypoints = merged_coco_json(name + "-keypoints", [(kp_sub, keep), (kp_extra, keep)])
     boxes = merged_coco_json(name + "-boxes", [(box_sub, keep), (box_extra, keep)], category=1)
-    return _coco_dataset(name, files, boxes, keypoints, "COCO val2017 images with persons: boxes and keypoints")
+    what = "COCO val2017 images with " + ("exactly one person" if name == "coco-person1" else "persons")
+    return _coco_dataset(name, files, boxes, keypoints, what + ": boxes and keypoints")
+
+
+def _single_person_files(instances: Path) -> set[str]:
+    """File names of the images whose COCO instances hold exactly one person annotation, and it is not a crowd."""
+    data = json.loads(instances.read_text())
+    persons: dict[int, list[dict]] = {}
+    for a in data["annotations"]:
+        if a["category_id"] == 1:
+            persons.setdefault(a["image_id"], []).append(a)
+    return {im["file_name"] for im in data["images"]
+            if len(found := persons.get(im["id"], [])) == 1 and not found[0].get("iscrowd")}
 
 
 def _coco_train(name: str) -> Dataset:
@@ -273,6 +291,7 @@ _BUILDERS: dict[str, Callable[[str], Dataset]] = {
     "coco-val": _coco,
     "coco-eval": _coco_eval,
     "coco-person": _coco_person,
+    "coco-person1": _coco_person,
     "coco-train": _coco_train,
     "photos-eval": _photos,
     "photos-train": _photos,

@@ -3,6 +3,13 @@
 A sweep asks for what it needs, computes only the missing rows and commits them in chunks, so an interrupted or
 repeated sweep redoes nothing that finished. Values are JSON (floats round-trip exactly), so a cached record
 and a freshly computed one are identical. WAL mode lets several sweeps share one file.
+
+A second table keeps the real bitstreams a sweep encoded (`StreamKey`). A result row is keyed by the task that
+scored it; the bytes are not: they depend on the image, the codec build, the level, the preset and the
+preprocessor (and, for one that reads the sweep's task or runs a network in batches, on that task and batch). The
+expensive part of a sweep is making them — the encoder at the eval preset, and before it an evidence network that
+runs its task model several times per image and level — so a sweep of a second task on the same pictures (NanoDet
+after CenterNet, Lite1 after Lite0) decodes the stored bytes and is scored on exactly what the first task saw.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 from prepcodec.data.datasets import image_hash
 from prepcodec.errors import InputError, OutputError
 
-__all__ = ["SCHEMA_VERSION", "CacheKey", "ResultCache", "image_hash"]
+__all__ = ["SCHEMA_VERSION", "CacheKey", "ResultCache", "StreamKey", "image_hash"]
 
 SCHEMA_VERSION = 1
 
@@ -41,8 +48,25 @@ class CacheKey:
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class StreamKey:
+    """Everything that determines the bytes of one (image, level) encode."""
+
+    image: str  # image_hash of the uncompressed image
+    codec: str
+    backend: str  # codec backend + version
+    level: str
+    preset: str
+    pre: str  # the preprocessor's cache spec (a network's weights hash and code revision)
+    made_with: str  # what else the preprocessor's output depends on (the sweep's task, its batch); "" for nothing
+
+    def digest(self) -> str:
+        raw = json.dumps([SCHEMA_VERSION, *self.__dict__.values()], separators=(",", ":"))
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
 class ResultCache:
-    """Key -> JSON value store in one SQLite file."""
+    """Key -> JSON value store in one SQLite file (and StreamKey -> bitstream bytes in a second table)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -59,6 +83,8 @@ class ResultCache:
                 "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, image TEXT, codec TEXT, backend TEXT,"
                 " level TEXT, preset TEXT, pre TEXT, task TEXT, value TEXT NOT NULL)"
             )
+            self._db.execute("CREATE TABLE IF NOT EXISTS bitstreams (key TEXT PRIMARY KEY, codec TEXT, level TEXT,"
+                             " pre TEXT, data BLOB NOT NULL)")
             self._db.commit()
 
     @contextmanager
@@ -99,8 +125,30 @@ class ResultCache:
         with self._guard(), self._db:
             self._db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
+    def get_streams(self, keys: Iterable[StreamKey]) -> dict[StreamKey, bytes]:
+        """Stored bitstreams of the keys that are present."""
+        by_digest = {k.digest(): k for k in keys}
+        digests, found = list(by_digest), {}
+        for i in range(0, len(digests), 500):
+            part = digests[i : i + 500]
+            with self._guard():
+                rows = self._db.execute(
+                    f"SELECT key, data FROM bitstreams WHERE key IN ({','.join('?' * len(part))})", part
+                ).fetchall()
+            found.update({by_digest[digest]: bytes(data) for digest, data in rows})
+        return found
+
+    def put_streams(self, items: Iterable[tuple[StreamKey, bytes]]) -> None:
+        """Insert or replace bitstreams, in one transaction (all or nothing)."""
+        rows = [(k.digest(), k.codec, k.level, k.pre, sqlite3.Binary(data)) for k, data in items]
+        with self._guard(), self._db:
+            self._db.executemany("INSERT OR REPLACE INTO bitstreams VALUES (?,?,?,?,?)", rows)
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    def n_streams(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM bitstreams").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from prepcodec.errors import BackendUnavailable, InputError
-from prepcodec.eval.cache import CacheKey, ResultCache, image_hash
+from prepcodec.eval.cache import CacheKey, ResultCache, StreamKey, image_hash
 from prepcodec.eval.records import ImageRecord, LevelSummary, environment_info, write_run
 from prepcodec.eval.scoring import GroundTruth, LevelScorer, prediction_summary
 
@@ -53,6 +53,7 @@ class SweepStats:
 
     encoded: int = 0
     cached: int = 0
+    decoded_stored: int = 0  # results computed from a stored bitstream (another task's sweep encoded it)
     teacher_computed: int = 0
     wall_s: float = 0.0
 
@@ -165,6 +166,29 @@ def summarize(records: list[ImageRecord], gt: GroundTruth | None = None) -> list
     return out
 
 
+def _made_with(cfg: SweepConfig, pre) -> str:
+    """What a preprocessor's output depends on beyond its own spec: the sweep's task for one that reads it (ROI
+    baselines, the +amp stage), and the batch a network runs in (float summation order moves a few pixels)."""
+    from prepcodec.npp.preprocessors import needs_task
+
+    if pre.is_identity:
+        return ""
+    return (f"{cfg.task}|" if needs_task(cfg.pre) else "") + f"batch={cfg.batch}"
+
+
+def _bitstreams(codec, fresh: list[int], wait, stored: dict[StreamKey, bytes], keys: list[StreamKey],
+                missing: list[int]) -> dict[int, tuple[bytes, np.ndarray]]:
+    """Image index -> (bytes, decoded picture): the fresh round trips as they arrive from the codec workers, the
+    others decoded from the stored bytes."""
+    out: dict[int, tuple[bytes, np.ndarray]] = {}
+    if wait is not None:
+        out.update({i: (t.data, t.decoded) for i, t in zip(fresh, wait(), strict=True)})
+    for i, k in zip(missing, keys, strict=True):
+        if i not in out:
+            out[i] = (stored[k], codec.decode(stored[k]))
+    return out
+
+
 def run_sweep(
     cfg: SweepConfig,
     out: Path | None = None,
@@ -237,6 +261,11 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
     def key(h: str, level: float) -> CacheKey:
         return CacheKey(h, cfg.codec, backend, _level_text(level), cfg.preset, pre.cache_spec, task_key)
 
+    made_with = _made_with(cfg, pre)
+
+    def stream_key(h: str, level: float) -> StreamKey:
+        return StreamKey(h, cfg.codec, backend, _level_text(level), cfg.preset, pre.cache_spec, made_with)
+
     bar = tqdm(total=len(items) * len(levels), desc=f"{cfg.codec} {pre.spec} {cfg.task}", unit="img",
                disable=not progress)
     try:
@@ -268,22 +297,27 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                 # a cached result lacking a requested extra metric is recomputed (and replaced)
                 missing = [i for i, k in enumerate(keys) if k not in values or any(m not in values[k] for m in extra)]
                 stats.cached += len(keys) - len(missing)
+                stored = cache.get_streams(stream_key(hashes[i], level) for i in missing) if missing else {}
+                fresh = [i for i in missing if stream_key(hashes[i], level) not in stored]
                 wait = None
-                if missing:
+                if fresh:
                     if pre.qp_aware:
-                        inputs = pre.many([images[i] for i in missing], codec.to_hevc_qp(level), cfg.batch)
+                        inputs = pre.many([images[i] for i in fresh], codec.to_hevc_qp(level), cfg.batch)
                     else:
                         if preprocessed is None:
                             preprocessed = pre.many(images, batch=cfg.batch)
-                        inputs = [preprocessed[i] for i in missing]
+                        inputs = [preprocessed[i] for i in fresh]
                     if pool is None:
                         pool = CodecPool(workers=cfg.workers)
                     wait = pool.submit(cfg.codec, inputs, level, preset=cfg.preset)
-                plan.append((level, keys, values, missing, wait))
-            for level, keys, values, missing, wait in plan:
-                if wait is not None:
-                    trips = wait()
-                    decoded = [t.decoded for t in trips]
+                plan.append((level, keys, values, missing, fresh, stored, wait))
+            for level, keys, values, missing, fresh, stored, wait in plan:
+                if missing:
+                    streams = _bitstreams(codec, fresh, wait, stored, [stream_key(hashes[i], level) for i in missing],
+                                          missing)
+                    cache.put_streams((stream_key(hashes[i], level), streams[i][0]) for i in fresh)
+                    data = [streams[i][0] for i in missing]
+                    decoded = [streams[i][1] for i in missing]
                     refs = None
                     if task.kind == "segmentation":
                         if teacher_raw is None:
@@ -294,7 +328,7 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                     for j, i in enumerate(missing):
                         h, w = images[i].shape[:2]
                         new[keys[i]] = {
-                            "nbytes": len(trips[j].data), "height": h, "width": w,
+                            "nbytes": len(data[j]), "height": h, "width": w,
                             "psnr": float(metrics.psnr(images[i], decoded[j])),
                             "ms_ssim": float(metrics.ms_ssim(images[i], decoded[j])),
                             **{m: float(fn(images[i], decoded[j])) for m, fn in extra.items()},
@@ -302,7 +336,8 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                         }
                     cache.put_many(new.items())
                     values.update(new)
-                    stats.encoded += len(missing)
+                    stats.encoded += len(fresh)
+                    stats.decoded_stored += len(missing) - len(fresh)
                 for i, it in enumerate(chunk):
                     v = values[keys[i]]
                     records.append(ImageRecord(
