@@ -176,16 +176,11 @@ def _made_with(cfg: SweepConfig, pre) -> str:
     return (f"{cfg.task}|" if needs_task(cfg.pre) else "") + f"batch={cfg.batch}"
 
 
-def _bitstreams(codec, fresh: list[int], wait, stored: dict[StreamKey, bytes], keys: list[StreamKey],
-                missing: list[int]) -> dict[int, tuple[bytes, np.ndarray]]:
-    """Image index -> (bytes, decoded picture): the fresh round trips as they arrive from the codec workers, the
-    others decoded from the stored bytes."""
-    out: dict[int, tuple[bytes, np.ndarray]] = {}
-    if wait is not None:
-        out.update({i: (t.data, t.decoded) for i, t in zip(fresh, wait(), strict=True)})
-    for i, k in zip(missing, keys, strict=True):
-        if i not in out:
-            out[i] = (stored[k], codec.decode(stored[k]))
+def _bitstreams(codec, fresh: list[int], wait, stored: dict[int, bytes]) -> dict[int, tuple[bytes, np.ndarray]]:
+    """Image index -> (bytes, decoded picture): the fresh round trips as the codec workers finish them, and the
+    stored bitstreams decoded here."""
+    out = {i: (t.data, t.decoded) for i, t in zip(fresh, wait(), strict=True)} if wait is not None else {}
+    out.update({i: (data, codec.decode(data)) for i, data in stored.items()})
     return out
 
 
@@ -297,8 +292,9 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                 # a cached result lacking a requested extra metric is recomputed (and replaced)
                 missing = [i for i, k in enumerate(keys) if k not in values or any(m not in values[k] for m in extra)]
                 stats.cached += len(keys) - len(missing)
-                stored = cache.get_streams(stream_key(hashes[i], level) for i in missing) if missing else {}
-                fresh = [i for i in missing if stream_key(hashes[i], level) not in stored]
+                found = cache.get_streams(stream_key(hashes[i], level) for i in missing) if missing else {}
+                stored = {i: found[k] for i in missing if (k := stream_key(hashes[i], level)) in found}
+                fresh = [i for i in missing if i not in stored]
                 wait = None
                 if fresh:
                     if pre.qp_aware:
@@ -313,8 +309,7 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                 plan.append((level, keys, values, missing, fresh, stored, wait))
             for level, keys, values, missing, fresh, stored, wait in plan:
                 if missing:
-                    streams = _bitstreams(codec, fresh, wait, stored, [stream_key(hashes[i], level) for i in missing],
-                                          missing)
+                    streams = _bitstreams(codec, fresh, wait, stored)
                     cache.put_streams((stream_key(hashes[i], level), streams[i][0]) for i in fresh)
                     data = [streams[i][0] for i in missing]
                     decoded = [streams[i][1] for i in missing]
