@@ -100,21 +100,22 @@ class ResultCache:
             raise InputError(f"result cache {self.path} is not usable ({exc}); move it away or delete it (it only "
                              "holds results that can be recomputed), or give another --cache") from None
 
-    def get_many(self, keys: Iterable[CacheKey]) -> dict[CacheKey, Any]:
-        """Cached values of the keys that are present."""
-        keys = list(keys)
+    def _select(self, table: str, column: str, keys: Iterable) -> Iterator[tuple[Any, Any]]:
+        """(key, stored column) for the keys of `table` that are present, queried 500 digests at a time."""
         by_digest = {k.digest(): k for k in keys}
-        found: dict[CacheKey, Any] = {}
         digests = list(by_digest)
         for i in range(0, len(digests), 500):
             part = digests[i : i + 500]
             with self._guard():
                 rows = self._db.execute(
-                    f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(part))})", part
+                    f"SELECT key, {column} FROM {table} WHERE key IN ({','.join('?' * len(part))})", part
                 ).fetchall()
             for digest, value in rows:
-                found[by_digest[digest]] = json.loads(value)
-        return found
+                yield by_digest[digest], value
+
+    def get_many(self, keys: Iterable[CacheKey]) -> dict[CacheKey, Any]:
+        """Cached values of the keys that are present."""
+        return {k: json.loads(v) for k, v in self._select("results", "value", keys)}
 
     def get(self, key: CacheKey) -> Any | None:
         return self.get_many([key]).get(key)
@@ -127,16 +128,7 @@ class ResultCache:
 
     def get_streams(self, keys: Iterable[StreamKey]) -> dict[StreamKey, bytes]:
         """Stored bitstreams of the keys that are present."""
-        by_digest = {k.digest(): k for k in keys}
-        digests, found = list(by_digest), {}
-        for i in range(0, len(digests), 500):
-            part = digests[i : i + 500]
-            with self._guard():
-                rows = self._db.execute(
-                    f"SELECT key, data FROM bitstreams WHERE key IN ({','.join('?' * len(part))})", part
-                ).fetchall()
-            found.update({by_digest[digest]: bytes(data) for digest, data in rows})
-        return found
+        return {k: bytes(v) for k, v in self._select("bitstreams", "data", keys)}
 
     def put_streams(self, items: Iterable[tuple[StreamKey, bytes]]) -> None:
         """Insert or replace bitstreams, in one transaction (all or nothing)."""
