@@ -163,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="small,small-blend,small-mask", help="NPP sizes for the encoder-cost table")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
+    command = sys.argv[1:] if argv is None else argv  # the header names the run as it was made
     when = datetime.date.today().isoformat()
     head = (f"Measured {when} on {machine_description()}, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, `scripts/benchmark_npp.py --repeats {args.repeats}` "
+            f"{torch.get_num_threads()} threads, `{' '.join(['scripts/benchmark_npp.py', *command])}` "
             f"(median of the repeats, one run).")
     parts = [] if args.skip_step else step_parts(args.repeats, args.batch, args.crop)
     lines = [STEP, "", head, f"One step = batch {args.batch} of {args.crop}² crops, QPs spread over 22-44.", "",
