@@ -237,13 +237,14 @@ def _coco_person(name: str) -> Dataset:
     box_sub, box_extra = sub / "instances.json", extra / "person_instances.json"
     _require(kp_sub, kp_extra, box_sub, box_extra, name=name)
     files = _coco_files(sub, kp_sub, name, True) + _coco_files(extra, kp_extra, name, True)
-    if name == "coco-person1":
+    single_person = name == "coco-person1"
+    if single_person:
         single = _single_person_files(box_sub) | _single_person_files(box_extra)
         files = [p for p in files if p.name in single]
     keep = {p.name for p in files}
     keypoints = merged_coco_json(name + "-keypoints", [(kp_sub, keep), (kp_extra, keep)])
     boxes = merged_coco_json(name + "-boxes", [(box_sub, keep), (box_extra, keep)], category=1)
-    what = "COCO val2017 images with " + ("exactly one person" if name == "coco-person1" else "persons")
+    what = "COCO val2017 images with " + ("exactly one person" if single_person else "persons")
     return _coco_dataset(name, files, boxes, keypoints, what + ": boxes and keypoints")
 
 

@@ -139,9 +139,6 @@ class ResultCache:
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
-    def n_streams(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM bitstreams").fetchone()[0]
-
     def close(self) -> None:
         self._db.close()
 

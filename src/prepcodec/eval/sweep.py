@@ -292,8 +292,9 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                 # a cached result lacking a requested extra metric is recomputed (and replaced)
                 missing = [i for i, k in enumerate(keys) if k not in values or any(m not in values[k] for m in extra)]
                 stats.cached += len(keys) - len(missing)
-                found = cache.get_streams(stream_key(hashes[i], level) for i in missing) if missing else {}
-                stored = {i: found[k] for i in missing if (k := stream_key(hashes[i], level)) in found}
+                skeys = {i: stream_key(hashes[i], level) for i in missing}
+                found = cache.get_streams(skeys.values())
+                stored = {i: found[k] for i, k in skeys.items() if k in found}
                 fresh = [i for i in missing if i not in stored]
                 wait = None
                 if fresh:
@@ -306,11 +307,11 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                     if pool is None:
                         pool = CodecPool(workers=cfg.workers)
                     wait = pool.submit(cfg.codec, inputs, level, preset=cfg.preset)
-                plan.append((level, keys, values, missing, fresh, stored, wait))
-            for level, keys, values, missing, fresh, stored, wait in plan:
+                plan.append((level, keys, values, missing, skeys, fresh, stored, wait))
+            for level, keys, values, missing, skeys, fresh, stored, wait in plan:
                 if missing:
                     streams = _bitstreams(codec, fresh, wait, stored)
-                    cache.put_streams((stream_key(hashes[i], level), streams[i][0]) for i in fresh)
+                    cache.put_streams((skeys[i], streams[i][0]) for i in fresh)
                     data = [streams[i][0] for i in missing]
                     decoded = [streams[i][1] for i in missing]
                     refs = None
