@@ -458,3 +458,27 @@ def test_confident_task_loss_is_a_detectors_only(tmp_path):
     with pytest.raises(InputError, match="'kl' or 'confident'"):
         RecomputedTeacher(create_task("centernet"), "top1")
     assert not any((tmp_path / n).exists() for n in ("c", "d"))
+
+
+@pytest.mark.weights
+def test_validation_computes_a_detectors_teacher_once_per_batch(sample_image):
+    """The detector's teacher (a forward pass on the uncompressed crops) is the same at every QP and for every curve:
+    the Validator computes it once per validation batch, and scoring again reuses it with the same numbers."""
+    from types import SimpleNamespace
+
+    from prepcodec.codecs.pool import CodecPool
+    from prepcodec.tasks.registry import create_task
+    from prepcodec.train.npp_trainer import Validator
+    from prepcodec.train.routes import real_codec
+
+    crops = np.stack([np.array(sample_image(n))[:128, :128] for n in ("chelsea", "coffee", "astronaut")])
+    bank = SimpleNamespace(val=crops, val_teacher=np.zeros((3, 1), np.float32))
+    task, npp = create_task("centernet"), create_npp("roi-det")
+    with CodecPool(workers=0) as pool:
+        cached = Validator(bank, task, real_codec(pool, "hevc", "fast"), (30, 40), batch=2)
+        calls = []
+        compute = cached.target.targets
+        cached.target.targets = lambda x, t: calls.append(len(x)) or compute(x, t)
+        first = cached.score(npp, torch.device("cpu"))  # the plain curve and the network's
+        assert calls == [2, 1]  # two batches, once each, for 2 QPs x 2 curves
+        assert cached.score(npp, torch.device("cpu")) == first and calls == [2, 1]

@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from prepcodec.cli import app
-from prepcodec.eval.showcase import removed_information
+from prepcodec.eval.showcase import Variant, removed_information
 
 pytest.importorskip("pytorch_grad_cam")
 
@@ -23,6 +23,12 @@ def test_removed_information_is_zero_where_nothing_was_removed(sample_image):
     diff = removed_information(rgb, blurred, 4.0).astype(int)
     assert diff.max() > 100  # edges lose the most, amplified
     assert np.median(diff) < diff.max() / 4
+
+
+def test_box_count_caption_agrees_in_number():
+    pixels = np.zeros((2, 2, 3), np.uint8)
+    captions = [Variant("plain", 30, 10, 0.1, pixels, pixels, n_boxes=n).boxes_label for n in (0, 1, 3)]
+    assert captions == ["0 boxes", "1 box", "3 boxes"]
 
 
 @pytest.mark.weights

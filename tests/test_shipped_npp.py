@@ -118,4 +118,5 @@ def test_npp_list_names_what_a_grown_network_grew_from(cli):
     rows = {r["name"]: r for r in map(json.loads, out.splitlines())}
     assert rc == 0 and rows["npp:cls"]["grown_from"] == rows["npp:cls-roi"]["sha256"]
     assert rows["npp:cls"]["grown_into"] == "roi-graded-amp" and "grown_from" not in rows["npp:cls-roi"]
-    assert rows["npp:det"]["gain_fit"] == "32 training crops" and "gain_fit" not in rows["npp:cls"]  # det-E
+    assert rows["npp:det"]["gain_fit"] == "32 training crops"  # det-E
+    assert rows["npp:cls"]["gain_fit"] == "64 training crops" and "gain_fit" not in rows["npp:cls-roi"]  # cls-fit

@@ -75,6 +75,11 @@ def roundtrip_one(codec: str, rgb: np.ndarray, level: float, preset: str) -> Rou
     return RoundTrip(data=data, decoded=c.decode(data))
 
 
+def decode_one(codec: str, data: bytes) -> np.ndarray:
+    """Decode one stored bitstream in this process (RGB uint8)."""
+    return get_codec(codec).decode(data)
+
+
 def _broadcast_levels(levels: float | Sequence[float] | np.ndarray, n: int) -> list[float]:
     if hasattr(levels, "detach"):  # torch tensor
         levels = levels.detach().cpu().reshape(-1).tolist()

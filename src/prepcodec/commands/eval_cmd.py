@@ -70,7 +70,8 @@ def eval_command(
             result = run_sweep(cfg, out, pool=pool, progress=not quiet)
     typer.echo(summary_markdown(result.summaries), nl=False)
     s = result.stats
-    typer.echo(f"{out}: {s.encoded} encoded, {s.cached} from cache, {s.wall_s:.1f} s")
+    stored = f", {s.decoded_stored} decoded from stored bitstreams" if s.decoded_stored else ""
+    typer.echo(f"{out}: {s.encoded} encoded{stored}, {s.cached} from cache, {s.wall_s:.1f} s")
 
 
 def _run_group(arg: str):

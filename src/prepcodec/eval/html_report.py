@@ -49,7 +49,7 @@ def write_report(photos: list[ShowcasePhoto], out: Path, title: str, summary: st
             saved = "" if i == 0 else f" <span class='save'>{100 * (v.nbytes / plain_bytes - 1):+.1f} % bytes</span>"
             cells.append(f"<td><b>{html.escape(v.label)}</b> <span class='k'>level {v.level}, {v.nbytes} bytes, "
                          f"{v.bpp:.3f} bpp</span>{saved}<img src='img/{name}' alt='{p.name} {html.escape(v.label)}'>"
-                         f"<span class='k'>{v.n_boxes} boxes</span>{_top5(v.top5)}</td>")
+                         f"<span class='k'>{v.boxes_label}</span>{_top5(v.top5)}</td>")
         parts.append(f"<h2>{html.escape(p.name)}</h2><table><tr>{''.join(cells)}</tr></table>")
     # after load, the body records how many pictures rendered (read by tests and by anyone checking a copy)
     parts.append("<script>window.addEventListener('load',function(){var i=document.images,n=0;for(var k=0;k<i.length;"

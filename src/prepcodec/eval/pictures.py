@@ -39,7 +39,7 @@ def _label(variant, kind: str) -> str:
     if kind == "classification":
         top = variant.top5[0]
         return f"{top['name'][:18]} {top['score']:.2f}"
-    return f"{variant.n_boxes} boxes"
+    return variant.boxes_label
 
 
 def _overlay(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:

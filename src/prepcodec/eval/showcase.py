@@ -31,6 +31,11 @@ class Variant:
     n_boxes: int = 0
     network: str = ""  # the NPP that made the encoder's input ("" for plain)
 
+    @property
+    def boxes_label(self) -> str:
+        """"1 box", "3 boxes": the detector's drawn detections, as the pictures and the report caption them."""
+        return f"{self.n_boxes} box{'' if self.n_boxes == 1 else 'es'}"
+
 
 @dataclass
 class ShowcasePhoto:

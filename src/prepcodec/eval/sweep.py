@@ -176,11 +176,11 @@ def _made_with(cfg: SweepConfig, pre) -> str:
     return (f"{cfg.task}|" if needs_task(cfg.pre) else "") + f"batch={cfg.batch}"
 
 
-def _bitstreams(codec, fresh: list[int], wait, stored: dict[int, bytes]) -> dict[int, tuple[bytes, np.ndarray]]:
-    """Image index -> (bytes, decoded picture): the fresh round trips as the codec workers finish them, and the
-    stored bitstreams decoded here."""
+def _bitstreams(fresh: list[int], wait, stored: dict[int, bytes], decoding) -> dict[int, tuple[bytes, np.ndarray]]:
+    """Image index -> (bytes, decoded picture): the fresh round trips and the stored bitstreams' decodes, both as
+    the codec workers finish them (`decoding` yields the stored ones' pictures in `stored`'s order)."""
     out = {i: (t.data, t.decoded) for i, t in zip(fresh, wait(), strict=True)} if wait is not None else {}
-    out.update({i: (data, codec.decode(data)) for i, data in stored.items()})
+    out.update({i: (data, picture) for (i, data), picture in zip(stored.items(), decoding, strict=True)})
     return out
 
 
@@ -210,6 +210,7 @@ def run_sweep(
 def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
            on_chunk: Callable[[int, float], None] | None) -> SweepResult:
     from prepcodec.codecs import CodecPool, get_codec
+    from prepcodec.codecs.pool import decode_one
     from prepcodec.data.datasets import get_dataset
     from prepcodec.eval import metrics
     from prepcodec.npp.preprocessors import needs_task, parse_pre
@@ -296,7 +297,11 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                 found = cache.get_streams(skeys.values())
                 stored = {i: found[k] for i, k in skeys.items() if k in found}
                 fresh = [i for i in missing if i not in stored]
-                wait = None
+                wait, decoding = None, iter(())
+                if (fresh or stored) and pool is None:
+                    pool = CodecPool(workers=cfg.workers)
+                if stored:  # queued now: the workers decode them while this process scores the levels before
+                    decoding = pool.map(decode_one, [(cfg.codec, data) for data in stored.values()])
                 if fresh:
                     if pre.qp_aware:
                         inputs = pre.many([images[i] for i in fresh], codec.to_hevc_qp(level), cfg.batch)
@@ -304,13 +309,11 @@ def _sweep(cfg: SweepConfig, out: Path | None, *, task, pool, progress: bool,
                         if preprocessed is None:
                             preprocessed = pre.many(images, batch=cfg.batch)
                         inputs = [preprocessed[i] for i in fresh]
-                    if pool is None:
-                        pool = CodecPool(workers=cfg.workers)
                     wait = pool.submit(cfg.codec, inputs, level, preset=cfg.preset)
-                plan.append((level, keys, values, missing, skeys, fresh, stored, wait))
-            for level, keys, values, missing, skeys, fresh, stored, wait in plan:
+                plan.append((level, keys, values, missing, skeys, fresh, stored, wait, decoding))
+            for level, keys, values, missing, skeys, fresh, stored, wait, decoding in plan:
                 if missing:
-                    streams = _bitstreams(codec, fresh, wait, stored)
+                    streams = _bitstreams(fresh, wait, stored, decoding)
                     cache.put_streams((skeys[i], streams[i][0]) for i in fresh)
                     data = [streams[i][0] for i in missing]
                     decoded = [streams[i][1] for i in missing]

@@ -154,6 +154,7 @@ class Validator:
         self.bank, self.real, self.qps, self.batch = bank, real, qps, batch
         self.target = teacher_for(task, kind)
         self.plain: dict | None = None
+        self._targets: dict[int, object] = {}  # batch start -> the teacher's targets (a detector's: a forward pass)
 
     @torch.no_grad()
     def curve(self, npp: torch.nn.Module | None, device: torch.device) -> dict:
@@ -169,7 +170,9 @@ class Validator:
                 x_bar = x if npp is None else npp(x, q)
                 x_hat, bits = self.real(x_bar, q)
                 bits_sum += float(bits.sum())
-                batch_loss, batch_agree = self.target.batch_terms(x, x_hat, t)
+                if s not in self._targets:  # the same for every QP and every curve: computed once
+                    self._targets[s] = self.target.targets(x, t)
+                batch_loss, batch_agree = self.target.batch_terms(x, x_hat, t, self._targets[s])
                 loss_sum += batch_loss
                 agree_parts.append(batch_agree)
                 pre_sum += float((x_bar - x).square().mean(dim=(1, 2, 3)).sum())
