@@ -207,3 +207,32 @@ def test_onnx_export_refuses_the_evidence_network_in_one_line(tmp_path):
     with pytest.raises(InputError, match="backward pass"):
         export_onnx("cls", tmp_path / "cls.onnx", [torch.rand(1, 3, 64, 64)])
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("name", ["cls", "det"])
+def test_a_sweep_reads_the_task_once_for_all_levels_with_identical_output(name, photos, monkeypatch):
+    """At inference an evidence network reuses what the task read on the last batch (its Grad-CAM, its top-1) when
+    the same batch comes at another level, as in a sweep; the pictures are bit-identical to a fresh network's. In
+    training nothing is reused."""
+    from prepcodec.npp.zoo import load_npp
+
+    net = load_npp(name).model.eval()
+    calls = {"cam": 0, "read": 0}
+    cam = net.roi.attention
+    monkeypatch.setattr(net.roi, "attention", lambda x: calls.__setitem__("cam", calls["cam"] + 1) or cam(x))
+    read = net.roi.evidence.read
+    monkeypatch.setattr(net.roi.evidence, "read", lambda x: calls.__setitem__("read", calls["read"] + 1) or read(x))
+    with torch.no_grad():
+        outs = [net(photos, qp) for qp in (30.0, 38.0)]
+        assert calls == {"cam": 1, "read": 1}
+        assert torch.equal(net(photos, 30.0), outs[0]) and calls == {"cam": 1, "read": 1}
+        net(photos[:1], 30.0)  # another batch: read again
+        assert calls == {"cam": 2, "read": 2}
+        for qp, out in zip((30.0, 38.0), outs, strict=True):
+            assert torch.equal(load_npp(name).model.eval()(photos, qp), out)
+    net.train()
+    with torch.no_grad():
+        net(photos, 30.0)
+        net(photos, 30.0)
+    assert calls == {"cam": 4, "read": 4}

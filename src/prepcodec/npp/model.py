@@ -16,6 +16,7 @@ full resolution path.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -227,6 +228,26 @@ def _blur_mix(x: torch.Tensor, sigmas: tuple[float, ...], weights: torch.Tensor)
     return _weighted([gaussian_blur(x, s) for s in sigmas], weights)
 
 
+class LastInputMemo:
+    """`fn(x)` remembered for the last x it saw (exact match), at inference only. A sweep runs a network on the same
+    batch at every level, and what the task reads on x (its Grad-CAM, its top-1 or detections) does not depend on
+    the level: computed once, not once per level. The output is bit-identical: same input, same computation."""
+
+    def __init__(self) -> None:
+        self._x: torch.Tensor | None = None
+        self._value: object = None
+
+    def __call__(self, x: torch.Tensor, fn: Callable[[torch.Tensor], object], active: bool) -> object:
+        if not active:
+            self._x = self._value = None
+            return fn(x)
+        if self._x is not None and self._x.shape == x.shape and self._x.dtype == x.dtype and torch.equal(self._x, x):
+            return self._value
+        value = fn(x)
+        self._x, self._value = x.detach().clone(), value
+        return value
+
+
 class ROIBlend(nn.Module):
     """x̄ = m·keep(x) + (1 − m)·Σ_k a_k(qp)·blur_k(x), m = feather(sigmoid(S·(r − t(qp)) + u(x, r, qp))).
 
@@ -254,6 +275,7 @@ class ROIBlend(nn.Module):
             self.band_mix = nn.ModuleList(QPMLP(len(self.sigmas), config.qp_hidden) for _ in self.graded_cuts)
             self.band_bias = nn.ParameterList(
                 nn.Parameter(_start_logits(self.sigmas, s, config.start_logit)) for s in config.graded_starts)
+        self._cam_memo, self._read_memo = LastInputMemo(), LastInputMemo()
         self.evidence = None
         if config.evidence_levels:
             self.evidence = evidence.TaskEvidence(self.attention.task, config.evidence_levels, config.evidence_sigma,
@@ -281,8 +303,15 @@ class ROIBlend(nn.Module):
         # what the task reads on the original (a class, detections); the ascent starts from the suppressed picture,
         # which is what the codec gets
         delta = torch.zeros_like(out)
-        delta[on] = self.evidence(out[on].detach(), self.evidence.read(x[on]))
+        reading = self._read_memo(x[on], self.evidence.read, self._memo_active)
+        delta[on] = self.evidence(out[on].detach(), reading)
         return out + (gain * on).view(-1, 1, 1, 1) * delta
+
+    @property
+    def _memo_active(self) -> bool:
+        """Reuse what the task read on the last input only in inference (training differentiates through the
+        network and must not hold a batch past its step; an export traces the computation, not a remembered value)."""
+        return not self.training and not torch.is_grad_enabled() and not torch.jit.is_tracing()
 
     def gain(self, qp: torch.Tensor) -> torch.Tensor:
         """Per-QP multiplier (N,) of the evidence amplification, 1 at the start; zeros without it."""
@@ -295,7 +324,7 @@ class ROIBlend(nn.Module):
         from prepcodec.npp.baselines import gaussian_blur
 
         height, width = x.shape[-2:]
-        cam = self.attention(x)
+        cam = self._cam_memo(x, self.attention, self._memo_active)
         t = self.keep_cut(qp).view(-1, 1, 1, 1)
         h = torch.cat([x, cam], dim=1)
         ph, pw = height % 2, width % 2
