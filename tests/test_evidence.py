@@ -236,3 +236,28 @@ def test_a_sweep_reads_the_task_once_for_all_levels_with_identical_output(name, 
         net(photos, 30.0)
         net(photos, 30.0)
     assert calls == {"cam": 4, "read": 4}
+
+
+def test_the_memo_keeps_recent_inputs_within_its_budget():
+    """One entry per batch of a sweep's chunk (one per image size), the oldest dropped past the byte budget; the
+    newest is always kept; inactive (training) it computes every time and forgets."""
+    from prepcodec.npp.model import RecentInputMemo
+
+    calls = []
+
+    def fn(x):
+        calls.append(tuple(x.shape))
+        return x.sum()
+
+    a, b, c = torch.ones(10), torch.zeros(10), torch.ones(5)  # 40, 40, 20 bytes
+    roomy, tight = RecentInputMemo(budget_bytes=100), RecentInputMemo(budget_bytes=50)
+    for x in (a, b, c, a, b, c):
+        roomy(x, fn, True)
+    assert len(calls) == 3
+    for x in (a, b, a, b):
+        tight(x, fn, True)
+    assert len(calls) == 7
+    assert tight(b, fn, True) == 0 and len(calls) == 7  # the newest stays
+    tight(b, fn, False)
+    tight(b, fn, True)
+    assert len(calls) == 9

@@ -228,24 +228,33 @@ def _blur_mix(x: torch.Tensor, sigmas: tuple[float, ...], weights: torch.Tensor)
     return _weighted([gaussian_blur(x, s) for s in sigmas], weights)
 
 
-class LastInputMemo:
-    """`fn(x)` remembered for the last x it saw (exact match), at inference only. A sweep runs a network on the same
-    batch at every level, and what the task reads on x (its Grad-CAM, its top-1 or detections) does not depend on
-    the level: computed once, not once per level. The output is bit-identical: same input, same computation."""
+class RecentInputMemo:
+    """`fn(x)` remembered for the most recent inputs (exact match), at inference only. A sweep runs a network on the
+    same batches at every level (one per image size in a chunk), and what the task reads on x (its Grad-CAM, its
+    top-1 or detections) does not depend on the level: computed once, not once per level. The output is
+    bit-identical: same input, same computation. The inputs kept are bounded by `budget_bytes` (the newest is
+    always kept)."""
 
-    def __init__(self) -> None:
-        self._x: torch.Tensor | None = None
-        self._value: object = None
+    def __init__(self, budget_bytes: int = 256 * 2**20) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: list[tuple[torch.Tensor, object]] = []  # oldest first
 
     def __call__(self, x: torch.Tensor, fn: Callable[[torch.Tensor], object], active: bool) -> object:
         if not active:
-            self._x = self._value = None
+            self._entries.clear()
             return fn(x)
-        if self._x is not None and self._x.shape == x.shape and self._x.dtype == x.dtype and torch.equal(self._x, x):
-            return self._value
+        for i, (seen, value) in enumerate(self._entries):
+            if seen.shape == x.shape and seen.dtype == x.dtype and torch.equal(seen, x):
+                self._entries.append(self._entries.pop(i))
+                return value
         value = fn(x)
-        self._x, self._value = x.detach().clone(), value
+        self._entries.append((x.detach().clone(), value))
+        while len(self._entries) > 1 and self._bytes() > self.budget_bytes:
+            self._entries.pop(0)
         return value
+
+    def _bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t, _ in self._entries)
 
 
 class ROIBlend(nn.Module):
@@ -275,7 +284,7 @@ class ROIBlend(nn.Module):
             self.band_mix = nn.ModuleList(QPMLP(len(self.sigmas), config.qp_hidden) for _ in self.graded_cuts)
             self.band_bias = nn.ParameterList(
                 nn.Parameter(_start_logits(self.sigmas, s, config.start_logit)) for s in config.graded_starts)
-        self._cam_memo, self._read_memo = LastInputMemo(), LastInputMemo()
+        self._cam_memo, self._read_memo = RecentInputMemo(), RecentInputMemo()
         self.evidence = None
         if config.evidence_levels:
             self.evidence = evidence.TaskEvidence(self.attention.task, config.evidence_levels, config.evidence_sigma,
