@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from prepcodec.train.checkpoint import load_checkpoint
 
 
@@ -46,6 +48,14 @@ def _point(entry: dict, qp: int) -> tuple[float, float, float]:
     return entry["bpp"][i], entry["agreement"][i], entry["task_loss"][i]
 
 
+def _shared_at(entry: dict, bpp: float) -> float:
+    """The shared network's agreement at `bpp` on its validation curve (linear in log bpp between its QPs): a
+    one-QP network's point above it is a better trade of bits for accuracy, below it a worse one."""
+    order = np.argsort(entry["bpp"])
+    return float(np.interp(np.log(bpp), np.log(np.asarray(entry["bpp"])[order]),
+                           np.asarray(entry["agreement"])[order]))
+
+
 def _per_qp_rows(runs: list[str], shared: str) -> list[str]:
     _, shared_log = _log(shared)
     rows = []
@@ -58,7 +68,7 @@ def _per_qp_rows(runs: list[str], shared: str) -> list[str]:
         own, ref, start = _point(log[-1], qp), _point(shared_log[-1], qp), _point(log[0], qp)
         rows.append(f"| {qp} | {start[0]:.3f} / {start[1]:.3f} | {ref[0]:.3f} / {ref[1]:.3f} / {ref[2]:.3f} | "
                     f"{own[0]:.3f} / {own[1]:.3f} / {own[2]:.3f} | {100 * (own[0] / ref[0] - 1):+.1f} % | "
-                    f"{own[1] - ref[1]:+.3f} |")
+                    f"{own[1] - ref[1]:+.3f} | {own[1] - _shared_at(shared_log[-1], own[0]):+.3f} |")
     return rows
 
 
@@ -80,8 +90,9 @@ def main() -> None:
             raise SystemExit("--per-qp needs --shared")
         print()
         print("| QP | start: bpp / agreement | shared network: bpp / agreement / CE | one network for this QP: "
-              "bpp / agreement / CE | bits vs shared | agreement vs shared |")
-        print("|---:|---:|---:|---:|---:|---:|")
+              "bpp / agreement / CE | bits vs shared | agreement vs shared | "
+              "agreement vs the shared curve at the same bits |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
         print("\n".join(_per_qp_rows(args.per_qp.split(","), args.shared)))
 
 
