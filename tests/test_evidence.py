@@ -212,7 +212,7 @@ def test_onnx_export_refuses_the_evidence_network_in_one_line(tmp_path):
 @pytest.mark.weights
 @pytest.mark.parametrize("name", ["cls", "det"])
 def test_a_sweep_reads_the_task_once_for_all_levels_with_identical_output(name, photos, monkeypatch):
-    """At inference an evidence network reuses what the task read on the last batch (its Grad-CAM, its top-1) when
+    """At inference an evidence network reuses what the task read on a recent batch (its Grad-CAM, its top-1) when
     the same batch comes at another level, as in a sweep; the pictures are bit-identical to a fresh network's. In
     training nothing is reused."""
     from prepcodec.npp.zoo import load_npp

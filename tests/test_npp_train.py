@@ -475,10 +475,10 @@ def test_validation_computes_a_detectors_teacher_once_per_batch(sample_image):
     bank = SimpleNamespace(val=crops, val_teacher=np.zeros((3, 1), np.float32))
     task, npp = create_task("centernet"), create_npp("roi-det")
     with CodecPool(workers=0) as pool:
-        cached = Validator(bank, task, real_codec(pool, "hevc", "fast"), (30, 40), batch=2)
+        validator = Validator(bank, task, real_codec(pool, "hevc", "fast"), (30, 40), batch=2)
         calls = []
-        compute = cached.target.targets
-        cached.target.targets = lambda x, t: calls.append(len(x)) or compute(x, t)
-        first = cached.score(npp, torch.device("cpu"))  # the plain curve and the network's
+        compute = validator.target.targets
+        validator.target.targets = lambda x, t: calls.append(len(x)) or compute(x, t)
+        first = validator.score(npp, torch.device("cpu"))  # the plain curve and the network's
         assert calls == [2, 1, 2, 1]  # two batches, once each per curve, for 2 QPs
-        assert cached.score(npp, torch.device("cpu")) == first and calls == [2, 1] * 3  # the plain curve is kept
+        assert validator.score(npp, torch.device("cpu")) == first and calls == [2, 1] * 3  # the plain curve is kept

@@ -318,7 +318,7 @@ class ROIBlend(nn.Module):
 
     @property
     def _memo_active(self) -> bool:
-        """Reuse what the task read on the last input only in inference (training differentiates through the
+        """Reuse what the task read on a recent input only in inference (training differentiates through the
         network and must not hold a batch past its step; an export traces the computation, not a remembered value)."""
         return not self.training and not torch.is_grad_enabled() and not torch.jit.is_tracing()
 
