@@ -131,6 +131,9 @@ def test_compare_on_lpips_negates_the_distance():
     assert quality == sorted(quality, reverse=True) and min(quality) > 0  # plots keep LPIPS's own values
     assert compare_runs([_run("anchor", 1.0), _run("double", 2.0)], "lpips", n_boot=0).rows[0].bd_rate_pct == (
         pytest.approx(100.0, abs=1e-6))
+    # at equal bits the half-rate run's LPIPS is lower: the difference keeps LPIPS's own sign (negative = better)
+    assert row.bd_quality < 0 and row.bd_quality_pchip < 0
+    assert row.ci95_quality[0] <= row.bd_quality <= row.ci95_quality[1] < 0
 
 
 # --- with the fetched weights ---------------------------------------------------------------------------------

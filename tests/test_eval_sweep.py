@@ -151,6 +151,34 @@ def test_bd_rate_of_itself_is_zero_and_scaled_bytes_give_known_saving(base_run):
     assert env.bd_rate_pct == pytest.approx(-20.0, abs=1e-6)
 
 
+def _shifted(run: Run, name: str, dpsnr: float) -> Run:
+    """A copy of a real run with every image's PSNR `dpsnr` dB higher, at the same bytes."""
+    recs = copy.deepcopy(run.records)
+    for r in recs:
+        r.psnr = r.psnr + dpsnr
+    return Run(run.path.with_name(name), run.manifest, recs, summarize(recs))
+
+
+def test_bd_quality_is_the_difference_at_equal_bits(base_run):
+    tmp, _ = base_run
+    run = load_run(tmp / "run")
+    same, better, smaller = compare_runs(
+        [run, run, _shifted(run, "better", 1.5), _scaled(run, "smaller", 0.8)], "psnr", n_boot=50).rows
+    assert same.bd_quality == pytest.approx(0, abs=1e-9) and same.ci95_quality == pytest.approx([0, 0], abs=1e-9)
+    # the same bytes, 1.5 dB more on every image: exactly +1.5 dB at equal bits, in every resample
+    assert better.bd_quality == pytest.approx(1.5, abs=1e-9)
+    assert better.bd_quality_pchip == pytest.approx(1.5, abs=1e-9)
+    assert better.ci95_quality == pytest.approx([1.5, 1.5], abs=1e-9)
+    # 20 % fewer bytes for the same PSNR: better at equal bits, by the curve's slope over log10(1/0.8)
+    assert smaller.bd_quality > 0 and smaller.ci95_quality[0] <= smaller.bd_quality <= smaller.ci95_quality[1]
+    assert better.to_json()["bd_quality"] == pytest.approx(1.5, abs=1e-9)
+    # curves that share no range of bits have a BD-rate (they overlap in PSNR) but no difference at equal bits
+    apart = compare_runs([run, _scaled(run, "apart", 1e-3)], "psnr", n_boot=5).rows[0]
+    assert apart.bd_rate_pct == pytest.approx(-99.9, abs=1e-6)
+    assert np.isnan(apart.bd_quality) and apart.to_json()["bd_quality"] is None
+    assert apart.to_json()["ci95_quality"] == [None, None]
+
+
 def test_bootstrap_interval_contains_estimate_and_is_paired(base_run):
     tmp, _ = base_run
     run = load_run(tmp / "run")

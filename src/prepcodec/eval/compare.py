@@ -1,4 +1,5 @@
-"""BD-rate between runs at equal task accuracy, with a paired bootstrap 95 % confidence interval over images.
+"""BD-rate between runs at equal task accuracy, with a paired bootstrap 95 % confidence interval over images; and
+its companion, the average accuracy difference at equal bits (BD-quality: BD-PSNR's form, e.g. BD-mAP).
 
 Accuracy curves are noisy, and a cubic fit through noisy points can invent savings. So:
 - both curves are reduced to their monotone envelope before fitting;
@@ -7,6 +8,11 @@ Accuracy curves are noisy, and a cubic fit through noisy points can invent savin
 - the interval resamples image indices jointly for both runs (paired: the same images in both curves), recomputes
   both curves and the BD-rate, and takes the 2.5 / 97.5 percentiles;
 - curves that do not overlap in accuracy are refused (no extrapolated BD-rate).
+
+BD-quality is reported beside it because BD-rate inverts the curves: where an anchor's accuracy hardly moves
+with the rate (a flat top, common for a blurred input), a small accuracy difference becomes a large and unstable
+rate difference. The difference in accuracy at equal bits has no inverse to take; it is resampled with the same
+images and is NaN where the curves do not overlap in rate.
 """
 
 from __future__ import annotations
@@ -67,6 +73,11 @@ class CompareRow:
     n_boot_ok: int
     n_boot: int
     disagreement: bool  # |cubic - pchip| > CI width: the fit, not the data, decides the number
+    # accuracy difference at equal bits in the metric's own units and sign (a fraction for task metrics; for LPIPS
+    # negative = better); NaN where the curves do not overlap in rate
+    bd_quality: float = float("nan")
+    bd_quality_pchip: float = float("nan")
+    ci95_quality: list[float] = field(default_factory=lambda: [float("nan"), float("nan")])
 
     def to_json(self) -> dict:
         """Stable keys first; an interval that could not be computed is null (strict JSON has no NaN)."""
@@ -78,7 +89,13 @@ class CompareRow:
             "run": self.run, "bd_rate_pct": self.bd_rate_pct, "bd_rate_pchip_pct": self.bd_rate_pchip_pct,
             "ci95_pct": clean(self.ci95_pct), "ci95_pchip_pct": clean(self.ci95_pchip_pct), "n_images": self.n_images,
             "n_boot_ok": self.n_boot_ok, "n_boot": self.n_boot, "disagreement": self.disagreement,
+            "bd_quality": _finite(self.bd_quality), "bd_quality_pchip": _finite(self.bd_quality_pchip),
+            "ci95_quality": clean(self.ci95_quality),
         }
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
 
 
 @dataclass
@@ -160,6 +177,20 @@ def bd_pair(ra, qa, rb, qb) -> tuple[float, float]:
     return float(bd_rate(ra, qa, rb, qb, method="cubic")), float(bd_rate(ra, qa, rb, qb, method="pchip"))
 
 
+def bd_quality_pair(metric: str, ra, qa, rb, qb) -> tuple[float, float]:
+    """(cubic, pchip) accuracy difference of b vs a at equal bits on their monotone envelopes, from oriented
+    curves, returned in `metric`'s own units and sign; NaN where they cannot be compared."""
+    from prepcodec.eval.bdrate import bd_quality, monotone_envelope
+
+    scale = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    try:
+        ra, qa = monotone_envelope(ra, qa)
+        rb, qb = monotone_envelope(rb, qb)
+        return (scale * bd_quality(ra, qa, rb, qb, method="cubic"), scale * bd_quality(ra, qa, rb, qb, method="pchip"))
+    except (ValueError, ArithmeticError):  # no overlap in rate, or too few points left
+        return float("nan"), float("nan")
+
+
 def _ci(values: list[float]) -> list[float]:
     if not values:
         return [float("nan"), float("nan")]
@@ -185,20 +216,26 @@ def compare_pair(
             if metric not in scorer.metrics:
                 have = ", ".join(scorer.metrics) or "none"
                 raise InputError(f"run {group.name} has no metric {metric!r} (it has: {have})")
+    full = (*oriented(metric, ca.points(metric)), *oriented(metric, cb.points(metric)))
     try:
-        cubic, pchip = bd_pair(*oriented(metric, ca.points(metric)), *oriented(metric, cb.points(metric)))
+        cubic, pchip = bd_pair(*full)
     except ValueError as exc:  # CurveError is also an InputError; re-raise with the run names
         raise InputError(f"cannot compare {other.name} with {anchor.name} on {metric}: {exc}") from None
+    quality, quality_p = bd_quality_pair(metric, *full)
     rng = np.random.default_rng(seed)
     n = len(images)
-    boot_c, boot_p = [], []
+    boot_c, boot_p, boot_q = [], [], []
     from tqdm import tqdm
 
     for _ in tqdm(range(n_boot), desc=f"bootstrap {other.name}", unit="resample", disable=not progress,
                   leave=False):
         idx = rng.integers(0, n, n)
+        resampled = (*oriented(metric, ca.points(metric, idx)), *oriented(metric, cb.points(metric, idx)))
+        q = bd_quality_pair(metric, *resampled)[0]
+        if np.isfinite(q):
+            boot_q.append(q)
         try:
-            c, p = bd_pair(*oriented(metric, ca.points(metric, idx)), *oriented(metric, cb.points(metric, idx)))
+            c, p = bd_pair(*resampled)
         except (ValueError, ArithmeticError):
             continue  # this resample's curves do not overlap: it says nothing about the BD-rate
         if np.isfinite(c) and np.isfinite(p):
@@ -211,6 +248,7 @@ def compare_pair(
         n_images=n, n_boot_ok=len(boot_c), n_boot=n_boot,
         # no usable resample: flag it unless no bootstrap was asked for
         disagreement=bool(abs(cubic - pchip) > width) if np.isfinite(width) else n_boot > 0,
+        bd_quality=quality, bd_quality_pchip=quality_p, ci95_quality=_ci(boot_q),
     )
 
 

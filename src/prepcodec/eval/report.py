@@ -41,6 +41,25 @@ def comparison_markdown(cmp: Comparison) -> str:
             f"| {r.run} | {_pct(r.bd_rate_pct)} | [{r.ci95_pct[0]:+.2f}, {r.ci95_pct[1]:+.2f}] | "
             f"{_pct(r.bd_rate_pchip_pct)} | {r.n_images} | {r.n_boot_ok}/{r.n_boot} | {flag} |"
         )
+    return "\n".join(lines) + "\n\n" + _quality_markdown(cmp)
+
+
+def _quality_markdown(cmp: Comparison) -> str:
+    """The companion table: the metric's average difference at equal bits (no inverse of a flat curve in it)."""
+    unit = "points" if cmp.metric in TASK_METRICS else METRIC_LABELS.get(cmp.metric, cmp.metric)
+
+    def show(v: float) -> str:
+        return "n/a" if v != v else f"{display_value(cmp.metric, v):+.3f}"
+
+    lines = [
+        f"BD-{cmp.metric} vs `{cmp.anchor}` at equal bits ({unit}; monotone envelope; same resamples)",
+        "",
+        "| run | Δ (cubic) | 95 % CI | Δ (pchip) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in cmp.rows:
+        lo, hi = r.ci95_quality
+        lines.append(f"| {r.run} | {show(r.bd_quality)} | [{show(lo)}, {show(hi)}] | {show(r.bd_quality_pchip)} |")
     return "\n".join(lines) + "\n"
 
 
