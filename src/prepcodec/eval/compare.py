@@ -83,7 +83,7 @@ class CompareRow:
         """Stable keys first; an interval that could not be computed is null (strict JSON has no NaN)."""
 
         def clean(v: list[float]) -> list[float | None]:
-            return [x if np.isfinite(x) else None for x in v]
+            return [_finite(x) for x in v]
 
         return {
             "run": self.run, "bd_rate_pct": self.bd_rate_pct, "bd_rate_pchip_pct": self.bd_rate_pchip_pct,
@@ -95,6 +95,7 @@ class CompareRow:
 
 
 def _finite(x: float) -> float | None:
+    """None for NaN / inf: strict JSON has no NaN."""
     return x if np.isfinite(x) else None
 
 
