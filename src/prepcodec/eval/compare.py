@@ -165,31 +165,39 @@ def common_images(*groups: RunGroup) -> list[str]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
+def _envelopes(ra, qa, rb, qb) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both curves reduced to their monotone envelopes (ValueError if one is unusable, e.g. non-finite)."""
+    from prepcodec.eval.bdrate import monotone_envelope
+
+    return (*monotone_envelope(ra, qa), *monotone_envelope(rb, qb))
+
+
+def _bd_rates(ra, qa, rb, qb) -> tuple[float, float]:
+    """(cubic, pchip) BD-rate of b vs a, curves already enveloped."""
+    from prepcodec.eval.bdrate import bd_rate
+
+    return float(bd_rate(ra, qa, rb, qb, method="cubic")), float(bd_rate(ra, qa, rb, qb, method="pchip"))
+
+
 def bd_pair(ra, qa, rb, qb) -> tuple[float, float]:
     """(cubic, pchip) BD-rate of b vs a on their monotone envelopes.
 
     Raises ValueError (bdrate.CurveError) when they cannot be compared: no overlap in accuracy, or an envelope
     with fewer points than a cubic needs.
     """
-    from prepcodec.eval.bdrate import bd_rate, monotone_envelope
-
-    ra, qa = monotone_envelope(ra, qa)
-    rb, qb = monotone_envelope(rb, qb)
-    return float(bd_rate(ra, qa, rb, qb, method="cubic")), float(bd_rate(ra, qa, rb, qb, method="pchip"))
+    return _bd_rates(*_envelopes(ra, qa, rb, qb))
 
 
-def bd_quality_pair(metric: str, ra, qa, rb, qb) -> tuple[float, float]:
-    """(cubic, pchip) accuracy difference of b vs a at equal bits on their monotone envelopes, from oriented
-    curves, returned in `metric`'s own units and sign; NaN where they cannot be compared."""
-    from prepcodec.eval.bdrate import bd_quality, monotone_envelope
+def _bd_quality(metric: str, envelopes: tuple, method: str) -> float:
+    """Accuracy difference of b vs a at equal bits from oriented, enveloped curves, in `metric`'s own units and
+    sign; NaN where they cannot be compared (no overlap in rate, or too few points)."""
+    from prepcodec.eval.bdrate import bd_quality
 
-    scale = -1.0 if metric in LOWER_IS_BETTER else 1.0
     try:
-        ra, qa = monotone_envelope(ra, qa)
-        rb, qb = monotone_envelope(rb, qb)
-        return (scale * bd_quality(ra, qa, rb, qb, method="cubic"), scale * bd_quality(ra, qa, rb, qb, method="pchip"))
-    except (ValueError, ArithmeticError):  # no overlap in rate, or too few points left
-        return float("nan"), float("nan")
+        value = bd_quality(*envelopes, method=method)
+    except (ValueError, ArithmeticError):
+        return float("nan")
+    return -value if metric in LOWER_IS_BETTER else value
 
 
 def _ci(values: list[float]) -> list[float]:
@@ -217,12 +225,12 @@ def compare_pair(
             if metric not in scorer.metrics:
                 have = ", ".join(scorer.metrics) or "none"
                 raise InputError(f"run {group.name} has no metric {metric!r} (it has: {have})")
-    full = (*oriented(metric, ca.points(metric)), *oriented(metric, cb.points(metric)))
     try:
-        cubic, pchip = bd_pair(*full)
+        full = _envelopes(*oriented(metric, ca.points(metric)), *oriented(metric, cb.points(metric)))
+        cubic, pchip = _bd_rates(*full)
     except ValueError as exc:  # CurveError is also an InputError; re-raise with the run names
         raise InputError(f"cannot compare {other.name} with {anchor.name} on {metric}: {exc}") from None
-    quality, quality_p = bd_quality_pair(metric, *full)
+    quality, quality_p = _bd_quality(metric, full, "cubic"), _bd_quality(metric, full, "pchip")
     rng = np.random.default_rng(seed)
     n = len(images)
     boot_c, boot_p, boot_q = [], [], []
@@ -231,12 +239,15 @@ def compare_pair(
     for _ in tqdm(range(n_boot), desc=f"bootstrap {other.name}", unit="resample", disable=not progress,
                   leave=False):
         idx = rng.integers(0, n, n)
-        resampled = (*oriented(metric, ca.points(metric, idx)), *oriented(metric, cb.points(metric, idx)))
-        q = bd_quality_pair(metric, *resampled)[0]
+        try:
+            resampled = _envelopes(*oriented(metric, ca.points(metric, idx)), *oriented(metric, cb.points(metric, idx)))
+        except ValueError:
+            continue  # an unusable resampled curve says nothing about either measure
+        q = _bd_quality(metric, resampled, "cubic")
         if np.isfinite(q):
             boot_q.append(q)
         try:
-            c, p = bd_pair(*resampled)
+            c, p = _bd_rates(*resampled)
         except (ValueError, ArithmeticError):
             continue  # this resample's curves do not overlap: it says nothing about the BD-rate
         if np.isfinite(c) and np.isfinite(p):
