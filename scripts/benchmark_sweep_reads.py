@@ -19,7 +19,8 @@ import torch
 
 from prepcodec.data.datasets import get_dataset
 from prepcodec.npp.model import ROIBlend
-from prepcodec.npp.preprocessors import parse_pre
+from prepcodec.npp.preprocessors import Preprocessor, loaded_npp_preprocessor
+from prepcodec.npp.zoo import LoadedNPP, load_npp
 
 LEVELS = (22, 25, 28, 31, 34, 37, 41, 44)
 
@@ -37,16 +38,14 @@ def _images(n: int) -> list[np.ndarray]:
     raise SystemExit(f"imagenet-train has fewer than {n} 256x256 images")
 
 
-def _run(pre, images: list[np.ndarray], memo: bool) -> tuple[float, list[list[np.ndarray]]]:
-    active = ROIBlend._memo_active
-    if not memo:
-        ROIBlend._memo_active = property(lambda self: False)
-    try:
-        t0 = time.perf_counter()
-        out = [pre.many(images, float(level), batch=len(images)) for level in LEVELS]
-        return time.perf_counter() - t0, out
-    finally:
-        ROIBlend._memo_active = active
+def _run(net: LoadedNPP, pre: Preprocessor, images: list[np.ndarray], memo: bool
+         ) -> tuple[float, list[list[np.ndarray]]]:
+    for module in net.model.modules():
+        if isinstance(module, ROIBlend):
+            module.memo = memo
+    t0 = time.perf_counter()
+    out = [pre.many(images, float(level), batch=len(images)) for level in LEVELS]
+    return time.perf_counter() - t0, out
 
 
 def main() -> None:
@@ -56,12 +55,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     torch.manual_seed(0)
-    pre, images = parse_pre(f"npp:{args.npp}"), _images(args.images)
+    net = load_npp(args.npp)
+    pre, images = loaded_npp_preprocessor(net), _images(args.images)
     times: dict[bool, list[float]] = {True: [], False: []}
     reference = None
     for _ in range(args.repeats):
         for memo in (False, True):
-            seconds, out = _run(pre, images, memo)
+            seconds, out = _run(net, pre, images, memo)
             times[memo].append(seconds)
             if reference is None:
                 reference = out

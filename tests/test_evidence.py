@@ -231,11 +231,15 @@ def test_a_sweep_reads_the_task_once_for_all_levels_with_identical_output(name, 
         assert calls == {"cam": 2, "read": 2}
         for qp, out in zip((30.0, 38.0), outs, strict=True):
             assert torch.equal(load_npp(name).model.eval()(photos, qp), out)
+        net.roi.memo = False  # switched off (to time what it saves): every level reads again, the same pictures
+        assert torch.equal(net(photos, 30.0), outs[0]) and torch.equal(net(photos, 30.0), outs[0])
+        assert calls == {"cam": 4, "read": 4}
+        net.roi.memo = True
     net.train()
     with torch.no_grad():
         net(photos, 30.0)
         net(photos, 30.0)
-    assert calls == {"cam": 4, "read": 4}
+    assert calls == {"cam": 6, "read": 6}
 
 
 def test_the_memo_keeps_recent_inputs_within_its_budget():

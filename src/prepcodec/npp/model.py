@@ -285,6 +285,7 @@ class ROIBlend(nn.Module):
             self.band_bias = nn.ParameterList(
                 nn.Parameter(_start_logits(self.sigmas, s, config.start_logit)) for s in config.graded_starts)
         self._cam_memo, self._read_memo = RecentInputMemo(), RecentInputMemo()
+        self.memo = True  # False: every read recomputed (to time what the memo saves; the pictures are the same)
         self.evidence = None
         if config.evidence_levels:
             self.evidence = evidence.TaskEvidence(self.attention.task, config.evidence_levels, config.evidence_sigma,
@@ -320,7 +321,7 @@ class ROIBlend(nn.Module):
     def _memo_active(self) -> bool:
         """Reuse what the task read on a recent input only in inference (training differentiates through the
         network and must not hold a batch past its step; an export traces the computation, not a remembered value)."""
-        return not self.training and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+        return self.memo and not self.training and not torch.is_grad_enabled() and not torch.jit.is_tracing()
 
     def gain(self, qp: torch.Tensor) -> torch.Tensor:
         """Per-QP multiplier (N,) of the evidence amplification, 1 at the start; zeros without it."""
