@@ -15,6 +15,7 @@ import pytest
 from prepcodec.errors import InputError
 from prepcodec.eval.compare import RunGroup, bd_pair, compare_runs
 from prepcodec.eval.records import Run, load_run, write_run
+from prepcodec.eval.report import comparison_markdown
 from prepcodec.eval.sweep import SweepConfig, parse_levels, run_sweep, summarize
 
 pytestmark = pytest.mark.weights
@@ -145,7 +146,10 @@ def test_bd_rate_of_itself_is_zero_and_scaled_bytes_give_known_saving(base_run):
     assert smaller.bd_rate_pct == pytest.approx(-20.0, abs=1e-6)
     assert smaller.bd_rate_pchip_pct == pytest.approx(-20.0, abs=1e-6)
     assert smaller.ci95_pct == pytest.approx([-20.0, -20.0], abs=1e-6)
+    assert smaller.ci95_pchip_pct == pytest.approx([-20.0, -20.0], abs=1e-6)
     assert not smaller.disagreement
+    # the Markdown row carries both fits and both intervals
+    assert "| smaller | -20.00 % | [-20.00, -20.00] | -20.00 % | [-20.00, -20.00] | " in comparison_markdown(cmp)
     # a best-of envelope of two runs is the better run's curve
     env = compare_runs([run, RunGroup("env", [run, _scaled(run, "smaller", 0.8)])], "psnr", n_boot=0).rows[0]
     assert env.bd_rate_pct == pytest.approx(-20.0, abs=1e-6)

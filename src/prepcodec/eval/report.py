@@ -27,19 +27,21 @@ def _pct(v: float) -> str:
 
 
 def comparison_markdown(cmp: Comparison) -> str:
-    """Markdown table: one row per run vs the anchor, with interval and the cubic/pchip disagreement flag."""
+    """Markdown table: one row per run vs the anchor, both fits with their intervals, and the cubic/pchip
+    disagreement flag (a cubic through a flat stretch of a curve can swing wildly where pchip cannot overshoot)."""
     lines = [
         f"BD-rate vs `{cmp.anchor}` at equal {cmp.metric} "
         "(negative = fewer bits; monotone envelope; paired bootstrap over images)",
         "",
-        "| run | BD-rate (cubic) | 95 % CI | BD-rate (pchip) | images | resamples used | flag |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| run | BD-rate (cubic) | 95 % CI | BD-rate (pchip) | 95 % CI (pchip) | images | resamples used | flag |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in cmp.rows:
         flag = "cubic/pchip disagree by more than the CI width" if r.disagreement else ""
         lines.append(
             f"| {r.run} | {_pct(r.bd_rate_pct)} | [{r.ci95_pct[0]:+.2f}, {r.ci95_pct[1]:+.2f}] | "
-            f"{_pct(r.bd_rate_pchip_pct)} | {r.n_images} | {r.n_boot_ok}/{r.n_boot} | {flag} |"
+            f"{_pct(r.bd_rate_pchip_pct)} | [{r.ci95_pchip_pct[0]:+.2f}, {r.ci95_pchip_pct[1]:+.2f}] | "
+            f"{r.n_images} | {r.n_boot_ok}/{r.n_boot} | {flag} |"
         )
     return "\n".join(lines) + "\n\n" + _quality_markdown(cmp)
 
