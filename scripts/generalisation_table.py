@@ -1,0 +1,113 @@
+"""#11's generalisation tables for the shipped networks, assembled from the `compare` outputs already on disk.
+
+Every number comes from a `prepcodec compare ... --out runs/cmp-*` whose commands are in docs/results.md
+("Generalisation"); this script only reads their `compare.json` and puts one row per (network, codec / backbone /
+task) in the paper's layout, so the summary cannot drift from the measurements. A row whose comparison has not
+been run prints "not run" (the docs say why); no image is coded.
+
+    .venv/bin/python scripts/generalisation_table.py            # reads runs/cmp-*/compare.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Row:
+    """One cell of a generalisation table: `run` measured against its anchor in `runs/<compare>/compare.json`."""
+
+    table: str
+    network: str
+    condition: str
+    compare: str
+    run: str
+    note: str = ""
+
+
+CLS, DET = "`npp:cls`", "`npp:det`"
+HEADING = "BD-rate vs the plain codec at equal accuracy or quality; 95 % paired-bootstrap intervals"
+ROWS = [
+    Row("codecs", CLS, "hevc (trained through it), Lite0 top-1, 500", "cmp-in500-npp-cls-fit-top1",
+        "in500-lite0-hevc-npp-cls-fit"),
+    Row("codecs", CLS, "jpeg, Lite0 top-1, 500", "cmp-in500-jpeg-npp-cls-fit-top1", "in500-lite0-jpeg-npp-cls-fit"),
+    Row("codecs", CLS, "avif, Lite0 top-1, 500", "cmp-in500-avif-npp-cls-fit-top1", "in500-lite0-avif-npp-cls-fit"),
+    Row("codecs", CLS, "vvc, Lite0 top-1, first 100", "cmp-in100-vvc-npp-cls-fit-top1",
+        "in100-lite0-vvc-npp-cls-fit"),
+    Row("codecs", DET, "hevc (trained through it), CenterNet mAP, 281", "cmp-coco281-npp-det-e-map",
+        "coco281-centernet-hevc-npp-det-e"),
+    Row("codecs", DET, "jpeg, CenterNet mAP, 281", "cmp-coco281-jpeg-npp-det-e-map",
+        "coco281-centernet-jpeg-npp-det-e"),
+    Row("codecs", DET, "avif, CenterNet mAP, 281", "cmp-coco281-avif-npp-det-e-map",
+        "coco281-centernet-avif-npp-det-e"),
+    Row("backbones", CLS, "EfficientNet-Lite1, top-1, 500", "cmp-in500-lite1-npp-cls-fit-top1",
+        "in500-lite1-hevc-npp-cls-fit"),
+    Row("backbones", CLS, "EfficientNet-Lite2, top-1, 500", "cmp-in500-lite2-npp-cls-fit-top1",
+        "in500-lite2-hevc-npp-cls-fit"),
+    Row("backbones", DET, "NanoDet, mAP, 281", "cmp-coco281-nanodet-npp-det-e-map", "coco281-nanodet-hevc-npp-det-e"),
+    Row("tasks", DET, "MoveNet pose, OKS AP, 89 one-person images", "cmp-cocoperson1-movenet-npp-det-e",
+        "cocoperson1-movenet-hevc-npp-det-e"),
+    Row("tasks", DET, "selfie segmentation, mIoU vs the teacher, 89 one-person images",
+        "cmp-cocoperson1-selfie-npp-det-e", "cocoperson1-selfie-hevc-npp-det-e"),
+    Row("tasks", DET, "Lite0 classification, top-1, first 200", "cmp-in200-lite0-npp-det-e-top1",
+        "in200-lite0-hevc-npp-det-e"),
+    Row("tasks", CLS, "CenterNet detection, mAP, 281", "cmp-coco281-npp-cls-fit-map",
+        "coco281-centernet-hevc-npp-cls-fit"),
+]
+for _metric in ("psnr", "ms_ssim", "fsim", "lpips"):
+    ROWS += [Row("human vision (Kodak-24, hevc)", CLS, _metric, f"cmp-kodak-npp-cls-fit-{_metric}",
+                 "kodak-hevc-rd-npp-cls-fit", "no common range" if _metric in ("psnr", "fsim") else ""),
+             Row("human vision (Kodak-24, hevc)", DET, _metric, f"cmp-kodak-npp-det-e-{_metric}",
+                 "kodak-hevc-rd-npp-det-e")]
+
+
+TASK_METRICS = ("top1", "agreement", "map", "map50", "pose_ap", "miou")  # fractions, shown in points
+
+
+def _number(metric: str, v: float) -> str:
+    """A difference at equal bits: task metrics in points, PSNR in dB, the [0, 1] fidelity indices to 4 places."""
+    if metric in TASK_METRICS:
+        return f"{100 * v:+.2f}"
+    return f"{v:+.2f}" if metric == "psnr" else f"{v:+.4f}"
+
+
+def _interval(ci: list | None, show=lambda v: f"{v:+.1f}") -> str:
+    return "–" if not ci or None in ci else f"[{show(ci[0])}, {show(ci[1])}]"
+
+
+def _cells(row: Row, runs: Path) -> list[str]:
+    """BD-rate cubic [CI], pchip [CI], the metric's difference at equal bits [CI], images."""
+    path = runs / row.compare / "compare.json"
+    found = [r for r in json.loads(path.read_text()) if r["run"] == row.run] if path.is_file() else []
+    if not found:
+        return ["not run" if not row.note else row.note, "", "", ""]
+    r = found[0]
+
+    def show(v: float) -> str:
+        return _number(r["metric"], v)
+
+    quality = r.get("bd_quality")
+    equal_bits = "–" if quality is None else f"{show(quality)} {_interval(r.get('ci95_quality'), show)}"
+    return [f"{r['bd_rate_pct']:+.1f} % {_interval(r['ci95_pct'])}",
+            f"{r['bd_rate_pchip_pct']:+.1f} % {_interval(r.get('ci95_pchip_pct'))}", equal_bits, str(r["n_images"])]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=Path, default=Path("runs"), help="where the runs/cmp-* folders are")
+    args = ap.parse_args()
+    table = None
+    for row in ROWS:
+        if row.table != table:
+            table = row.table
+            print(f"\n**{table}** ({HEADING})\n")
+            print("| network | condition | BD cubic [CI] | pchip [CI] | metric at equal bits [CI] | images |")
+            print("|---|---|---:|---:|---:|---:|")
+        print("| " + " | ".join([row.network, row.condition, *_cells(row, args.runs)]) + " |")
+
+
+if __name__ == "__main__":
+    main()
