@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from prepcodec.errors import InputError
-from prepcodec.eval.compare import RunGroup, bd_pair, compare_runs
+from prepcodec.eval.compare import RunGroup, bd_pair, compare_runs, unstable_cubic
 from prepcodec.eval.records import Run, load_run, write_run
 from prepcodec.eval.report import comparison_markdown
 from prepcodec.eval.sweep import SweepConfig, parse_levels, run_sweep, summarize
@@ -148,6 +148,7 @@ def test_bd_rate_of_itself_is_zero_and_scaled_bytes_give_known_saving(base_run):
     assert smaller.ci95_pct == pytest.approx([-20.0, -20.0], abs=1e-6)
     assert smaller.ci95_pchip_pct == pytest.approx([-20.0, -20.0], abs=1e-6)
     assert not smaller.disagreement
+    assert not smaller.unstable_cubic and smaller.to_json()["unstable_cubic"] is False
     # the Markdown row carries both fits and both intervals
     assert "| smaller | -20.00 % | [-20.00, -20.00] | -20.00 % | [-20.00, -20.00] | " in comparison_markdown(cmp)
     # a best-of envelope of two runs is the better run's curve
@@ -253,3 +254,15 @@ def test_cached_predictions_are_keyed_by_batch_size(tmp_path, task, pool):
     assert three.stats.decoded_stored == N_IMAGES  # plain pictures: the same bytes, decoded, not encoded again
     fresh = run_sweep(_cfg(tmp_path / "fresh", batch=3, levels=[50]), None, task=task, pool=pool, progress=False)
     assert [r.pred for r in fresh.records] == [r.pred for r in three.records]
+
+
+def test_a_cubic_interval_many_times_pchips_is_flagged_unstable():
+    """The rule on intervals measured in this project (docs/results.md): npp:cls before avif (cubic [-52.4, +511.6]
+    vs pchip [-61.2, -48.7]) and MoveNet on 89 images are flagged; well-behaved pairs (jpeg: [-35.8, -13.8] vs
+    [-39.7, -29.7]; CenterNet: [-56.0, -27.4] vs [-55.1, -28.1]) are not; an interval that could not be computed
+    flags nothing."""
+    assert unstable_cubic([-52.38, 511.65], [-61.20, -48.66])
+    assert unstable_cubic([-97.25, 173.62], [-62.89, -27.90])
+    assert not unstable_cubic([-35.84, -13.79], [-39.70, -29.70])
+    assert not unstable_cubic([-55.97, -27.41], [-55.10, -28.10])
+    assert not unstable_cubic([float("nan")] * 2, [-1.0, 1.0]) and not unstable_cubic([0.0, 0.0], [0.0, 0.0])

@@ -3,8 +3,9 @@ its companion, the average accuracy difference at equal bits (BD-quality: BD-PSN
 
 Accuracy curves are noisy, and a cubic fit through noisy points can invent savings. So:
 - both curves are reduced to their monotone envelope before fitting;
-- BD-rate is reported with the cubic and the piecewise-cubic (pchip) fit, and flagged when they disagree by more
-  than the interval width;
+- BD-rate is reported with the cubic and the piecewise-cubic (pchip) fit, each with its interval, and flagged when
+  they disagree by more than the interval width, or when the cubic's interval is several times pchip's (a flat
+  stretch of a curve, inverted, makes the cubic swing from resample to resample where pchip cannot overshoot);
 - the interval resamples image indices jointly for both runs (paired: the same images in both curves), recomputes
   both curves and the BD-rate, and takes the 2.5 / 97.5 percentiles;
 - curves that do not overlap in accuracy are refused (no extrapolated BD-rate).
@@ -27,6 +28,10 @@ from prepcodec.eval.records import METRIC_NAMES, ImageRecord, Run
 from prepcodec.eval.scoring import GroundTruth, LevelScorer
 
 DEFAULT_BOOTSTRAP = 1000
+# The cubic's interval this many times as wide as pchip's (from the same resamples) marks the cubic as unstable.
+# Measured on this project's 72 comparisons in session 17: 0.9-2.5x for 70 of them, 7.7x and 45x
+# where a curve has a flat stretch (MoveNet on 89 images, npp:cls before avif).
+UNSTABLE_CUBIC_RATIO = 3.0
 # Distances (lower = better): BD-rate and envelopes see -value, so "more quality for more bits" holds for every
 # metric; tables and plots keep the metric's own values.
 LOWER_IS_BETTER = frozenset({"lpips"})
@@ -73,6 +78,7 @@ class CompareRow:
     n_boot_ok: int
     n_boot: int
     disagreement: bool  # |cubic - pchip| > CI width: the fit, not the data, decides the number
+    unstable_cubic: bool = False  # the cubic's interval > UNSTABLE_CUBIC_RATIO x pchip's: read pchip's
     # accuracy difference at equal bits in the metric's own units and sign (a fraction for task metrics; for LPIPS
     # negative = better); NaN where the curves do not overlap in rate
     bd_quality: float = float("nan")
@@ -89,6 +95,7 @@ class CompareRow:
             "run": self.run, "bd_rate_pct": self.bd_rate_pct, "bd_rate_pchip_pct": self.bd_rate_pchip_pct,
             "ci95_pct": clean(self.ci95_pct), "ci95_pchip_pct": clean(self.ci95_pchip_pct), "n_images": self.n_images,
             "n_boot_ok": self.n_boot_ok, "n_boot": self.n_boot, "disagreement": self.disagreement,
+            "unstable_cubic": self.unstable_cubic,
             "bd_quality": _finite(self.bd_quality), "bd_quality_pchip": _finite(self.bd_quality_pchip),
             "ci95_quality": clean(self.ci95_quality),
         }
@@ -200,6 +207,12 @@ def _bd_quality(metric: str, envelopes: tuple, method: str) -> float:
     return -value if metric in LOWER_IS_BETTER else value
 
 
+def unstable_cubic(ci: list[float], ci_pchip: list[float]) -> bool:
+    """True when the cubic BD-rate's interval is more than UNSTABLE_CUBIC_RATIO times as wide as pchip's."""
+    cubic, pchip = ci[1] - ci[0], ci_pchip[1] - ci_pchip[0]
+    return bool(np.isfinite(cubic) and np.isfinite(pchip) and cubic > UNSTABLE_CUBIC_RATIO * max(pchip, 1e-9))
+
+
 def _ci(values: list[float]) -> list[float]:
     if not values:
         return [float("nan"), float("nan")]
@@ -260,6 +273,7 @@ def compare_pair(
         n_images=n, n_boot_ok=len(boot_c), n_boot=n_boot,
         # no usable resample: flag it unless no bootstrap was asked for
         disagreement=bool(abs(cubic - pchip) > width) if np.isfinite(width) else n_boot > 0,
+        unstable_cubic=unstable_cubic(ci, ci_p),
         bd_quality=quality, bd_quality_pchip=quality_p, ci95_quality=_ci(boot_q),
     )
 

@@ -37,7 +37,10 @@ def comparison_markdown(cmp: Comparison) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in cmp.rows:
-        flag = "cubic/pchip disagree by more than the CI width" if r.disagreement else ""
+        flags = ["cubic/pchip disagree by more than the CI width"] if r.disagreement else []
+        if r.unstable_cubic:
+            flags.append("cubic unstable (its CI many times pchip's): read pchip and the equal-bits table")
+        flag = "; ".join(flags)
         lines.append(
             f"| {r.run} | {_pct(r.bd_rate_pct)} | [{r.ci95_pct[0]:+.2f}, {r.ci95_pct[1]:+.2f}] | "
             f"{_pct(r.bd_rate_pchip_pct)} | [{r.ci95_pchip_pct[0]:+.2f}, {r.ci95_pchip_pct[1]:+.2f}] | "
