@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from prepcodec.eval.compare import unstable_cubic
+
 
 @dataclass(frozen=True)
 class Row:
@@ -79,7 +81,8 @@ def _interval(ci: list | None, show=lambda v: f"{v:+.1f}") -> str:
 
 
 def _cells(row: Row, runs: Path) -> list[str]:
-    """BD-rate cubic [CI], pchip [CI], the metric's difference at equal bits [CI], images."""
+    """BD-rate cubic [CI] (marked where `compare` flags it unstable), pchip [CI], the metric's difference at equal
+    bits [CI], images."""
     path = runs / row.compare / "compare.json"
     found = [r for r in json.loads(path.read_text()) if r["run"] == row.run] if path.is_file() else []
     if not found:
@@ -91,7 +94,9 @@ def _cells(row: Row, runs: Path) -> list[str]:
 
     quality = r.get("bd_quality")
     equal_bits = "–" if quality is None else f"{show(quality)} {_interval(r.get('ci95_quality'), show)}"
-    return [f"{r['bd_rate_pct']:+.1f} % {_interval(r['ci95_pct'])}",
+    ci, ci_pchip = r["ci95_pct"], r.get("ci95_pchip_pct")
+    shaky = ci_pchip is not None and None not in ci + ci_pchip and unstable_cubic(ci, ci_pchip)
+    return [f"{r['bd_rate_pct']:+.1f} % {_interval(ci)}" + (" (unstable)" if shaky else ""),
             f"{r['bd_rate_pchip_pct']:+.1f} % {_interval(r.get('ci95_pchip_pct'))}", equal_bits, str(r["n_images"])]
 
 
