@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prepcodec.eval.compare import unstable_cubic
+from prepcodec.eval.records import TASK_METRICS
+from prepcodec.eval.report import display_value
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,11 @@ for _metric in ("psnr", "ms_ssim", "fsim", "lpips"):
                  "kodak-hevc-rd-npp-det-e")]
 
 
-TASK_METRICS = ("top1", "agreement", "map", "map50", "pose_ap", "miou")  # fractions, shown in points
-
-
 def _number(metric: str, v: float) -> str:
-    """A difference at equal bits: task metrics in points, PSNR in dB, the [0, 1] fidelity indices to 4 places."""
-    if metric in TASK_METRICS:
-        return f"{100 * v:+.2f}"
-    return f"{v:+.2f}" if metric == "psnr" else f"{v:+.4f}"
+    """A difference at equal bits as `compare` shows it (task metrics in points, PSNR in dB), the [0, 1] fidelity
+    indices to 4 places."""
+    places = 2 if metric in TASK_METRICS or metric == "psnr" else 4
+    return f"{display_value(metric, v):+.{places}f}"
 
 
 def _interval(ci: list | None, show=lambda v: f"{v:+.1f}") -> str:
@@ -97,7 +96,7 @@ def _cells(row: Row, runs: Path) -> list[str]:
     ci, ci_pchip = r["ci95_pct"], r.get("ci95_pchip_pct")
     shaky = ci_pchip is not None and None not in ci + ci_pchip and unstable_cubic(ci, ci_pchip)
     return [f"{r['bd_rate_pct']:+.1f} % {_interval(ci)}" + (" (unstable)" if shaky else ""),
-            f"{r['bd_rate_pchip_pct']:+.1f} % {_interval(r.get('ci95_pchip_pct'))}", equal_bits, str(r["n_images"])]
+            f"{r['bd_rate_pchip_pct']:+.1f} % {_interval(ci_pchip)}", equal_bits, str(r["n_images"])]
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from prepcodec.atomic import write_text
-from prepcodec.eval.compare import Comparison
+from prepcodec.eval.compare import UNSTABLE_CUBIC_RATIO, Comparison
 from prepcodec.eval.records import TASK_METRICS, LevelSummary
 
 METRIC_LABELS = {
@@ -39,7 +39,8 @@ def comparison_markdown(cmp: Comparison) -> str:
     for r in cmp.rows:
         flags = ["cubic/pchip disagree by more than the CI width"] if r.disagreement else []
         if r.unstable_cubic:
-            flags.append("cubic unstable (its CI over 3x pchip's): read pchip and the equal-bits table")
+            flags.append(f"cubic unstable (its CI over {UNSTABLE_CUBIC_RATIO:g}x pchip's): read pchip and the "
+                         "equal-bits table")
         flag = "; ".join(flags)
         lines.append(
             f"| {r.run} | {_pct(r.bd_rate_pct)} | [{r.ci95_pct[0]:+.2f}, {r.ci95_pct[1]:+.2f}] | "
