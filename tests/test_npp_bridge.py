@@ -188,6 +188,30 @@ def test_forward_only_cam_equals_the_baselines_grad_cam_on_real_photos():
 
 
 @pytest.mark.weights
+def test_cam_class_gradient_is_autograds_gradient_at_the_head_conv():
+    """TaskCAM.class_gradient (closed form) is d log p_c / dA times the head's cells, as autograd computes it, for
+    the top-1 class and for another one; the taps are the trunk's outputs at those blocks."""
+    from prepcodec.npp.features import TAPS, TaskCAM
+    from prepcodec.tasks.resize_matrix import resize_center_crop_matrix
+
+    cam = TaskCAM("effnet-lite0")
+    rgb = np.asarray(Image.open(SAMPLES / "chelsea.png").convert("RGB"))[:240, :256]
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    head = cam.read_head(x, frozenset(TAPS.values()))
+    assert sorted(head.tapped) == sorted(TAPS.values())
+    assert head.tapped[TAPS[8]].shape[-1] == cam.task.resolution // 8
+    m, task = cam.task.model, cam.task
+    with torch.enable_grad():
+        a = m._conv_head(m.trunk(task.normalise(resize_center_crop_matrix(x, task.resolution, task.crop_ratio)))[0])
+        a = a.detach().requires_grad_(True)
+        log_p = m._fc(torch.nn.functional.relu6(m._bn1(a)).mean(dim=(2, 3))).log_softmax(dim=1)
+        cells = a.shape[-2] * a.shape[-1]
+        for c in (int(head.probs.argmax()), 7):
+            (grad,) = torch.autograd.grad(log_p[0, c], a, retain_graph=True)
+            ours = cam.class_gradient(head, torch.tensor([c]))
+            assert (ours - grad * cells).abs().max() < 1e-4 * grad.abs().max() * cells
+
+@pytest.mark.weights
 def test_roi_blend_starts_at_the_roi_blur_baseline_and_learns_only_small_parts():
     """roi-blend at initialisation is roi:blur:2 up to its soft threshold (mean |Δ| < 0.5/255 where the baseline
     itself moves pixels by ~5 levels); only the threshold, the blur mix and a small correction train."""

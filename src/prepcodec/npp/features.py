@@ -10,6 +10,8 @@ installation fetches anyway (`prepcodec models fetch`), so an exported NPP stays
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,6 +73,16 @@ class FeatureAdapter(nn.Module):
         return {s: F.relu(self.proj[str(s)](f)) for s, f in feats.items()}
 
 
+class HeadReading(NamedTuple):
+    """A classifier's head on one batch: the 1x1 head conv's output A (N, K, s, s), the class probabilities (N, C),
+    d(pooled)/dA up to 1/S — the BN scale where the ReLU6 is live — (N, K, s, s), and tapped trunk outputs."""
+
+    a: torch.Tensor
+    probs: torch.Tensor
+    scale: torch.Tensor
+    tapped: dict[int, torch.Tensor]
+
+
 class TaskCAM:
     """Callable `x in [0, 1] (N, 3, H, W) -> (N, 1, H, W) in [0, 1]`: the classifier's Grad-CAM for its own top-1
     class on x, computed forward-only (frozen, no gradient). The classifier's resize + centre crop and the map's way
@@ -95,26 +107,38 @@ class TaskCAM:
         self.top_k = top_k  # > 1: the CAMs of the k likeliest classes, each at its own peak, weighted by probability
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def read_head(self, x: torch.Tensor, taps: frozenset[int] = frozenset()) -> HeadReading:
+        """The classifier's head on x's crop, and the trunk's outputs at the block indices `taps` (`TAPS`)."""
         m = self.task.model
         if next(m.parameters()).device != x.device:
             self.task.to(x.device)
         task = self.task
         crop = resize_center_crop_matrix(x.float(), task.resolution, task.crop_ratio)  # = task.preprocess, traceable
-        a = m._conv_head(m.trunk(task.normalise(crop))[0])  # (N, K, s, s): the layer Grad-CAM hooks
+        trunk, tapped = m.trunk(task.normalise(crop), taps | frozenset({len(m._blocks) - 1}))
+        a = m._conv_head(trunk)  # (N, K, s, s): the layer Grad-CAM hooks
         bn = m._bn1
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         normed = bn(a)
-        logits = m._fc(F.relu6(normed).mean(dim=(2, 3)))
-        p = logits.softmax(dim=1)
+        probs = m._fc(F.relu6(normed).mean(dim=(2, 3))).softmax(dim=1)
         live = ((normed > 0) & (normed < 6)).to(a.dtype)
-        probs, classes = p.topk(self.top_k, dim=1)
+        scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps))[None, :, None, None] * live
+        return HeadReading(a, probs, scale, {i: tapped[i] for i in taps})
+
+    def class_gradient(self, head: HeadReading, classes: torch.Tensor) -> torch.Tensor:
+        """d log p_c / dA (times S, the head's cells) for class c = `classes` (N,): (N, K, s, s)."""
+        m = self.task.model
+        onehot = F.one_hot(classes, head.probs.shape[1]).to(head.probs.dtype)
+        v = (onehot - head.probs) @ m._fc.weight  # (N, K): d log p_c / d pooled features
+        return v[:, :, None, None] * head.scale
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        task = self.task
+        head = self.read_head(x)
+        probs, classes = head.probs.topk(self.top_k, dim=1)
         cam = 0
         for j in range(self.top_k):
-            onehot = F.one_hot(classes[:, j], p.shape[1]).to(p.dtype)
-            v = (onehot - p) @ m._fc.weight  # (N, K): d log p_c / d pooled features
-            weights = (v * scale)[:, :, None, None] * live  # d log p_c / dA (times S, which the peak removes)
-            one = F.relu((weights.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
+            weights = self.class_gradient(head, classes[:, j])
+            one = F.relu((weights.mean(dim=(2, 3), keepdim=True) * head.a).sum(dim=1, keepdim=True))
             if self.top_k > 1:
                 share = probs[:, j] / probs.sum(dim=1)
                 one = share.view(-1, 1, 1, 1) * one / one.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)

@@ -1,0 +1,272 @@
+"""Amortised evidence: can a small decoder predict `npp:cls`'s ascent δ in one forward pass?
+
+`npp:cls`'s evidence stage (`npp.evidence`) climbs the classifier's log-probability of its own top-1 class with five
+forward-and-backward passes of Lite0 (~370 ms here, 2.7x the x265 encode at 512², `docs/benchmarks.md`), and the
+backward pass is why the network does not export to ONNX. The ROI part already runs Lite0 forward on the same crop
+for its Grad-CAM; its head gives the exact gradient at the last convolution for the top-1 class (`TaskCAM
+.class_gradient`). This probe trains a small decoder from that gradient and the trunk's stride-8/16/32 features to
+the real ascent's δ, mapped onto the image as the real gradient is (`uncrop_map_matrix`, Gaussian σ of the stage,
+bounded by its levels), and measures what it keeps of the stage's gain on *held-out training* crops (the network's
+own validation crops: images never in the decoder's data, no evaluation split), real x265 at the trainer's preset:
+
+    python scripts/probe_amortised_evidence.py data --crops 1200 --dir runs/amortised   # the real ascent's δ
+    python scripts/probe_amortised_evidence.py train --dir runs/amortised --epochs 30
+    python scripts/probe_amortised_evidence.py eval --dir runs/amortised --qps 22,26,30,34,38,42,44
+
+`data` is resumable (it saves every 100 crops); everything is on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+NPP = "npp:cls"
+BATCH = 8
+
+
+def load(npp: str = NPP):
+    """(the NPP's ROI part, its crop bank) — the bank the network was trained on, from its training summary."""
+    from probe_evidence_gain import training_bank
+
+    from prepcodec.npp.zoo import load_npp
+
+    loaded = load_npp(npp)
+    roi = loaded.model.eval().roi
+    if roi is None or roi.evidence is None or not hasattr(roi.attention, "read_head"):
+        raise SystemExit(f"{npp} has no classifier evidence stage")
+    return roi, training_bank(loaded.meta, roi.evidence.task)
+
+
+class EvidenceDecoder(nn.Module):
+    """Top-1 gradient at the head conv (stride 32) + trunk features (strides 32, 16, 8) -> a 3-channel map on the
+    classifier's crop grid at stride 4, which `image_delta` puts onto the picture as the real gradient arrives."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.grad32, self.feat32 = nn.Conv2d(1280, w, 1), nn.Conv2d(320, w, 1)
+        self.mix32 = nn.Conv2d(2 * w, w, 3, padding=1)
+        self.feat16, self.mix16 = nn.Conv2d(112, w, 1), nn.Conv2d(2 * w, w, 3, padding=1)
+        self.feat8, self.mix8 = nn.Conv2d(40, w // 2, 1), nn.Conv2d(w + w // 2, w, 3, padding=1)
+        self.mix4 = nn.Conv2d(w, w // 2, 3, padding=1)
+        self.out = nn.Conv2d(w // 2, 3, 1)
+
+    def forward(self, grad: torch.Tensor, f32: torch.Tensor, f16: torch.Tensor, f8: torch.Tensor) -> torch.Tensor:
+        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
+        h = F.relu(self.mix32(torch.cat([F.relu(self.grad32(grad)), F.relu(self.feat32(f32))], dim=1)))
+        h = F.relu(self.mix16(torch.cat([up(h), F.relu(self.feat16(f16))], dim=1)))
+        h = F.relu(self.mix8(torch.cat([up(h), F.relu(self.feat8(f8))], dim=1)))
+        return self.out(F.relu(self.mix4(up(h))))
+
+
+def decoder_inputs(cam, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What the ROI part computes anyway (one Lite0 forward on x's crop): the top-1 gradient at the head conv, scaled
+    to a peak of 1 per image, and the trunk's outputs at strides 32, 16, 8."""
+    from prepcodec.npp.features import TAPS
+
+    head = cam.read_head(x, frozenset(TAPS.values()))
+    grad = cam.class_gradient(head, head.probs.argmax(dim=1))
+    grad = grad / grad.flatten(1).abs().amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return grad, head.tapped[TAPS[32]], head.tapped[TAPS[16]], head.tapped[TAPS[8]]
+
+
+def image_delta(cam, raw: torch.Tensor, x: torch.Tensor, levels: float, sigma: float) -> torch.Tensor:
+    """The decoder's crop-grid map onto x as the real gradient arrives (uncrop, low-pass), bounded by `levels`."""
+    from prepcodec.npp.baselines import gaussian_blur
+    from prepcodec.tasks.resize_matrix import uncrop_map_matrix
+
+    task = cam.task
+    on_image = gaussian_blur(uncrop_map_matrix(raw, x, task.resolution, task.crop_ratio), sigma)
+    return levels / 255.0 * torch.tanh(on_image)
+
+
+def real_delta(roi, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+    """The stage's own δ: the ascent from the suppressed picture at `qp`, reading the top-1 on x."""
+    with torch.no_grad():
+        base = roi.suppressed(x, qp).clamp(0, 1)
+    return roi.evidence(base, roi.evidence.read(x))
+
+
+def make_data(args) -> None:
+    from tqdm import tqdm
+
+    from prepcodec.safe_load import safe_torch_load
+    from prepcodec.train.checkpoint import atomic_torch_save
+
+    roi, bank = load()
+    path = Path(args.dir) / "data.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(bank.train), generator=gen)[: args.crops]
+    qps = torch.randint(22, 45, (args.crops,), generator=gen).float()
+    done = safe_torch_load(path, "amortised evidence data") if path.exists() else {"index": [], "qp": [], "delta": []}
+    start = len(done["index"])
+    bar = tqdm(range(start, args.crops, BATCH), desc="real ascent δ", unit="batch")
+    for s in bar:
+        idx = order[s : s + BATCH]
+        x, _ = bank.batch(idx, torch.device("cpu"))
+        delta = real_delta(roi, x, qps[s : s + BATCH])
+        done["index"] += idx.tolist()
+        done["qp"] += qps[s : s + BATCH].tolist()
+        done["delta"].append(delta.half())
+        if len(done["index"]) % 100 < BATCH or s + BATCH >= args.crops:
+            atomic_torch_save(done, path)
+    print(f"{len(done['index'])} crops in {path}")
+
+
+def _cat_delta(data: dict) -> torch.Tensor:
+    return torch.cat(data["delta"]).float() if data["delta"] else torch.zeros(0)
+
+
+def train(args) -> None:
+    from tqdm import tqdm
+
+    from prepcodec.safe_load import safe_torch_load
+    from prepcodec.train.checkpoint import atomic_torch_save
+
+    torch.manual_seed(0)
+    roi, bank = load()
+    data = safe_torch_load(Path(args.dir) / "data.pt", "amortised evidence data")
+    index, delta = torch.tensor(data["index"]), _cat_delta(data)
+    cam, ev = roi.attention, roi.evidence
+    eps = ev.levels / 255.0
+    x_all, _ = bank.batch(index, torch.device("cpu"))
+    with torch.no_grad():
+        inputs = [torch.cat(parts) for parts in zip(*(decoder_inputs(cam, x_all[s : s + 32])
+                                                     for s in range(0, len(index), 32)), strict=True)]
+    held = len(index) // 10  # the last tenth: a check on crops the decoder did not fit (same images' other crops)
+    fit = torch.arange(len(index) - held)
+    decoder = EvidenceDecoder(args.width)
+    opt = torch.optim.Adam(decoder.parameters(), lr=args.lr)
+    steps = args.epochs * ((len(fit) + 15) // 16)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
+    held_rows = slice(len(fit), None)
+    bar = tqdm(range(args.epochs), desc="decoder", unit="epoch")
+    for _ in bar:
+        for b in fit[torch.randperm(len(fit))].split(16):
+            pred = image_delta(cam, decoder(*(t[b] for t in inputs)), x_all[b], ev.levels, ev.sigma)
+            loss = ((pred - delta[b]) / eps).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        stats = _fit_stats(decoder, cam, ev, inputs, x_all, delta, held_rows)
+        bar.set_postfix(train=f"{float(loss):.4f}", held=f"{stats['mse']:.4f}")
+    print(f"held-out crops ({held}): mse/eps² {stats['mse']:.4f} (zero prediction {stats['zero']:.4f}), "
+          f"cosine {stats['cos']:.3f}")
+    saved = {"state": decoder.state_dict(), "width": args.width, "stats": stats}
+    atomic_torch_save(saved, Path(args.dir) / "decoder.pt")
+
+
+@torch.no_grad()
+def _fit_stats(decoder, cam, ev, inputs, x_all, delta, rows) -> dict:
+    eps = ev.levels / 255.0
+    pred = image_delta(cam, decoder(*(t[rows] for t in inputs)), x_all[rows], ev.levels, ev.sigma)
+    target = delta[rows]
+    cos = F.cosine_similarity(pred.flatten(1), target.flatten(1), dim=1).mean()
+    return {"mse": float(((pred - target) / eps).square().mean()), "zero": float((target / eps).square().mean()),
+            "cos": float(cos)}
+
+
+def evaluate(args) -> None:
+    from prepcodec.codecs.pool import CodecPool
+    from prepcodec.safe_load import safe_torch_load
+    from prepcodec.train.routes import real_codec
+    from prepcodec.train.teacher import teacher_for
+
+    roi, bank = load()
+    saved = safe_torch_load(Path(args.dir) / "decoder.pt", "amortised evidence decoder")
+    decoder = EvidenceDecoder(saved["width"])
+    decoder.load_state_dict(saved["state"])
+    decoder.eval()
+    cam, ev = roi.attention, roi.evidence
+    target = teacher_for(ev.task)
+    real = real_codec(CodecPool(workers=2), "hevc", "fast")
+    n = min(args.val, len(bank.val))
+    x_val = torch.from_numpy(bank.val[:n]).permute(0, 3, 1, 2).float() / 255
+    t_val = torch.from_numpy(bank.val_teacher[:n]).float()
+    print("| QP | gain | bpp none / real δ / amortised δ | agreement none / real δ / amortised δ | cosine |")
+    print("|---:|---:|---|---|---:|")
+    for qp_int in [int(q) for q in args.qps.split(",")]:
+        acc = {k: {"bits": 0.0, "parts": []} for k in ("none", "real", "amortised")}
+        cos = []
+        for s in range(0, n, BATCH):
+            x, teacher = x_val[s : s + BATCH], t_val[s : s + BATCH]
+            qp = torch.full((len(x),), float(qp_int))
+            with torch.no_grad():
+                base = roi.suppressed(x, qp).clamp(0, 1)
+                gain = roi.gain(qp).view(-1, 1, 1, 1)
+                amortised = image_delta(cam, decoder(*decoder_inputs(cam, x)), x, ev.levels, ev.sigma)
+            delta = ev(base, ev.read(x))
+            cos += F.cosine_similarity(amortised.flatten(1), delta.flatten(1), dim=1).tolist()
+            targets = target.targets(x, teacher)
+            for name, d in (("none", 0 * delta), ("real", delta), ("amortised", amortised)):
+                x_hat, bits = real((base + gain * d).clamp(0, 1), qp)
+                _, part = target.batch_terms(x, x_hat, teacher, targets)
+                acc[name]["bits"] += float(bits.sum())
+                acc[name]["parts"].append(part)
+        pixels = x_val.shape[-1] * x_val.shape[-2]
+        bpp = " / ".join(f"{acc[k]['bits'] / (n * pixels):.3f}" for k in acc)
+        agree = " / ".join(f"{target.agreement(acc[k]['parts'], n):.3f}" for k in acc)
+        gain = float(roi.gain(torch.tensor([float(qp_int)])).detach()[0])
+        print(f"| {qp_int} | {gain:.2f} | {bpp} | {agree} | "
+              f"{sum(cos) / len(cos):.3f} |", flush=True)
+    print(f"\n{n} validation crops of {NPP}'s bank ({bank.val.shape[1]}²; images the decoder never saw), real x265 "
+          "fast preset, top-1 agreement with the teacher on the uncompressed crop")
+    timing(roi, decoder)
+
+
+@torch.no_grad()
+def timing(roi, decoder, side: int = 512, repeats: int = 5) -> None:
+    """Median ms of the real stage (read + ascent) and the amortised one (decoder + mapping; its Lite0 forward is
+    the ROI part's), on one side² picture, this machine's threads."""
+    cam, ev = roi.attention, roi.evidence
+    x = torch.rand(1, 3, side, side)
+    qp = torch.tensor([38.0])
+    base = roi.suppressed(x, qp)
+    inputs = decoder_inputs(cam, x)
+
+    def median_ms(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(1000 * (time.perf_counter() - t))
+        return sorted(times)[len(times) // 2]
+
+    stage = median_ms(lambda: ev(base, ev.read(x)))
+    extra = median_ms(lambda: image_delta(cam, decoder(*inputs), x, ev.levels, ev.sigma))
+    head = median_ms(lambda: decoder_inputs(cam, x))
+    print(f"at {side}², torch, {torch.get_num_threads()} threads, median of {repeats}: real stage {stage:.0f} ms; "
+          f"amortised {extra:.1f} ms on top of the ROI part's Lite0 forward ({head:.0f} ms, with the taps)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data")
+    d.add_argument("--crops", type=int, default=1200)
+    t = sub.add_parser("train")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--width", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-3)
+    e = sub.add_parser("eval")
+    e.add_argument("--qps", default="22,26,30,34,38,42,44")
+    e.add_argument("--val", type=int, default=150)
+    for p in (d, t, e):
+        p.add_argument("--dir", default="runs/amortised")
+    args = ap.parse_args()
+    {"data": make_data, "train": train, "eval": evaluate}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
