@@ -31,6 +31,7 @@ from prepcodec.npp.model import NPP_SIZES, count_parameters, create_npp  # noqa:
 
 STEP = "## NPP training step"
 COST = "## NPP encoder cost"
+PARTS = "## Where an ROI network's inference goes"
 
 
 def photo(h: int, w: int) -> np.ndarray:
@@ -146,6 +147,42 @@ def encoder_cost(repeats: int, sizes: list[str]) -> list[tuple]:
     return rows
 
 
+def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
+    """`npp:cls`'s inference (the shipped network, memo off) on one real side² picture at QP 37, split into its
+    parts, each timed on its own: what a cheaper encoder-side network would have to cut."""
+    import torch.nn.functional as F
+
+    from prepcodec.npp.baselines import gaussian_blur
+    from prepcodec.npp.model import ROI_FEATHER_SIGMA
+    from prepcodec.npp.zoo import load_npp
+
+    net = load_npp("npp:cls").model.eval()
+    roi = net.roi
+    roi.memo = False  # every read recomputed, as on a device that sees each picture once
+    x = torch.from_numpy(photo(side, side)).permute(2, 0, 1)[None].float() / 255
+    qp = torch.tensor([37.0])
+    with torch.no_grad():
+        cam = roi.attention(x)
+        base = roi.suppressed(x, qp)
+        h = F.pixel_unshuffle(torch.cat([x, cam], dim=1), 2)
+        reading = roi.evidence.read(x)
+        rows = [("whole network (`npp:cls`)", timed(lambda: net(x, qp), repeats)),
+                ("ROI part (`suppressed`: everything but the evidence stage)", timed(lambda: roi.suppressed(x, qp),
+                                                                                     repeats)),
+                ("· attention: Lite0 Grad-CAM on the 224² crop, mapped back", timed(lambda: roi.attention(x), repeats)),
+                ("· correction net u (two 3×3 convs at half resolution)",
+                 timed(lambda: roi.qp(F.relu(roi.conv2(F.relu(roi.conv1(h)))), qp), repeats)),
+                ("· feathering blur of the attention (σ 3.6)", timed(lambda: gaussian_blur(cam, ROI_FEATHER_SIGMA),
+                                                                    repeats))]
+        rows += [(f"· blur of the picture, σ {s:g}", timed(lambda s=s: gaussian_blur(x, s), repeats))
+                 for s in roi.sigmas]
+        rows += [("evidence read (Lite0 forward on the crop: the top-1)", timed(lambda: roi.evidence.read(x),
+                                                                                repeats)),
+                 ("evidence ascent (5 × Lite0 forward + backward)", timed(lambda: roi.evidence(base, reading),
+                                                                          repeats))]
+    return rows
+
+
 def _ms(t: float) -> str:
     return "—" if math.isnan(t) else f"{t * 1e3:.0f}"
 
@@ -161,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=192)
     parser.add_argument("--sizes", default="small,small-blend,small-mask", help="NPP sizes for the encoder-cost table")
+    parser.add_argument("--roi-parts", action="store_true", help="only the section splitting npp:cls's inference")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     command = sys.argv[1:] if argv is None else argv  # the header names the run as it was made
@@ -168,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"Measured {when} on {machine_description()}, torch {torch.__version__} with "
             f"{torch.get_num_threads()} threads, `{' '.join(['scripts/benchmark_npp.py', *command])}` "
             f"(median of the repeats, one run).")
+    if args.roi_parts:
+        return write_roi_parts(args, head)
     parts = [] if args.skip_step else step_parts(args.repeats, args.batch, args.crop)
     lines = [STEP, "", head, f"One step = batch {args.batch} of {args.crop}² crops, QPs spread over 22-44.", "",
              "| part | seconds |", "|---|---:|"] + [f"| {n} | {t:.3f} |" for n, t in parts]
@@ -185,6 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(f"{n}: {t:.3f} s" for n, t in parts))
     print("\n".join(f"{n} {z}: torch {a * 1e3:.0f} ms, onnxruntime {o * 1e3:.0f} ms, encode {b * 1e3:.0f} ms"
                     for n, z, a, o, b in cost))
+    return 0
+
+
+def write_roi_parts(args, head: str) -> int:
+    """The PARTS section: `roi_parts` at 512², beside one x265 encode (eval preset, QP 37) of the same picture."""
+    codec = get_codec("hevc")
+    t_enc = timed(lambda: codec.encode(photo(512, 512), 37, "eval"), max(1, args.repeats // 2))
+    rows = roi_parts(args.repeats)
+    lines = [PARTS, "", head, "`npp:cls` on the 512² picture of the encoder-cost table, QP 37, torch, no gradient, the "
+             "read memo off; each part timed on its own (the parts overlap the whole: their sum is not the whole), "
+             "beside one x265 encode of the same picture (eval preset, QP 37).", "",
+             "| part | torch ms | / hevc encode |", "|---|---:|---:|"]
+    lines += [f"| {n} | {t * 1e3:.1f} | {100 * t / t_enc:.1f} % |" for n, t in rows]
+    lines += [f"| hevc encode (x265 veryslow, QP 37) | {t_enc * 1e3:.1f} | 100 % |"]
+    write_section(args.out, "\n".join(lines) + "\n", PARTS)
+    print("\n".join(lines))
     return 0
 
 
