@@ -47,6 +47,8 @@ ROWS = [
         "coco281-centernet-jpeg-npp-det-e"),
     Row("codecs", DET, "avif, CenterNet mAP, 281", "cmp-coco281-avif-npp-det-e-map",
         "coco281-centernet-avif-npp-det-e"),
+    Row("codecs", DET, "vvc, CenterNet mAP, first 50", "cmp-coco50-vvc-npp-det-e-map",
+        "coco50-centernet-vvc-npp-det-e"),
     Row("backbones", CLS, "EfficientNet-Lite1, top-1, 500", "cmp-in500-lite1-npp-cls-fit-top1",
         "in500-lite1-hevc-npp-cls-fit"),
     Row("backbones", CLS, "EfficientNet-Lite2, top-1, 500", "cmp-in500-lite2-npp-cls-fit-top1",
