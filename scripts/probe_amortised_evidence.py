@@ -14,9 +14,12 @@ own validation crops: images never in the decoder's data, no evaluation split), 
     python scripts/probe_amortised_evidence.py eval --dir runs/amortised --qps 22,26,30,34,38,42,44
     python scripts/probe_amortised_evidence.py stats --dir runs/amortised --crops 32   # what δ looks like
 
-`data` is resumable (it saves every 100 crops); everything is on the CPU. Outcome (session 18, docs/training.md):
-the decoder does not generalise — on held-out crops its prediction is no closer to δ than zero is (cosine 0.04),
-so `eval` was not run.
+    python scripts/probe_amortised_evidence.py generator --dir runs/amortised --steps 800   # the objective instead
+
+`data` and `generator` resume; everything is on the CPU. Outcome (session 18, docs/training.md): imitating δ does
+not generalise — on held-out crops the prediction is no closer to δ than zero is (cosine 0.04) — and the generator
+trained on the ascent's objective had not raised the held-out top-1 log-probability after 300 steps (−0.03 nats;
+the ascent: +0.47), so `eval` was not run.
 """
 
 from __future__ import annotations
