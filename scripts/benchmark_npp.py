@@ -1,10 +1,12 @@
 """NPP costs on this CPU: where one training step's time goes, and the NPP's inference beside the hevc encode.
 
-Writes two sections of docs/benchmarks.md ("NPP training step", "NPP encoder cost"); other sections are kept. A
+Writes two sections of docs/benchmarks.md ("NPP training step", "NPP encoder cost"), or with `--roi-parts` only a
+third ("Where an ROI network's inference goes": `npp:cls` split into its parts); other sections are kept. A
 benchmark, not a timed test: numbers depend on the machine and its load, so the sections record both. Every part
 is timed in the same process, one after the other, so the ratios compare like with like.
 
     .venv/bin/python scripts/benchmark_npp.py --repeats 5
+    .venv/bin/python scripts/benchmark_npp.py --roi-parts --repeats 5
 """
 
 from __future__ import annotations
