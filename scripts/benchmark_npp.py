@@ -152,8 +152,6 @@ def encoder_cost(repeats: int, sizes: list[str]) -> list[tuple]:
 def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
     """`npp:cls`'s inference (the shipped network, memo off) on one real side² picture at QP 37, split into its
     parts, each timed on its own: what a cheaper encoder-side network would have to cut."""
-    import torch.nn.functional as F
-
     from prepcodec.npp.baselines import gaussian_blur
     from prepcodec.npp.model import ROI_FEATHER_SIGMA
     from prepcodec.npp.zoo import load_npp
@@ -166,14 +164,13 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
     with torch.no_grad():
         cam = roi.attention(x)
         base = roi.suppressed(x, qp)
-        h = F.pixel_unshuffle(torch.cat([x, cam], dim=1), 2)
         reading = roi.evidence.read(x)
         rows = [("whole network (`npp:cls`)", timed(lambda: net(x, qp), repeats)),
                 ("ROI part (`suppressed`: everything but the evidence stage)", timed(lambda: roi.suppressed(x, qp),
                                                                                      repeats)),
                 ("· attention: Lite0 Grad-CAM on the 224² crop, mapped back", timed(lambda: roi.attention(x), repeats)),
                 ("· correction net u (two 3×3 convs at half resolution)",
-                 timed(lambda: roi.qp(F.relu(roi.conv2(F.relu(roi.conv1(h)))), qp), repeats)),
+                 timed(lambda: roi.correction(x, cam, qp), repeats)),
                 ("· feathering blur of the attention (σ 3.6)", timed(lambda: gaussian_blur(cam, ROI_FEATHER_SIGMA),
                                                                     repeats))]
         rows += [(f"· blur of the picture, σ {s:g}", timed(lambda s=s: gaussian_blur(x, s), repeats))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -225,7 +224,8 @@ def train_generator(args) -> None:
         opt.load_state_dict(saved["optimiser"])
         gen.set_state(saved["rng"])
         step, log = saved["step"], saved["log"]
-    held = _held_out_scores(roi, decoder, bank, args.held)
+    held_out = HeldOut(roi, bank, args.held)
+    held = held_out.scores(decoder)
     bar = tqdm(range(step, args.steps), desc="generator", unit="step", initial=step, total=args.steps)
     for step in bar:
         x, _ = bank.batch(torch.randint(len(bank.train), (args.batch,), generator=gen), torch.device("cpu"))
@@ -242,7 +242,7 @@ def train_generator(args) -> None:
         opt.step()
         bar.set_postfix(loss=f"{float(loss):.3f}", **{k: f"{v:.3f}" for k, v in held.items()})
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
-            held = _held_out_scores(roi, decoder, bank, args.held)
+            held = held_out.scores(decoder)
             log.append({"step": step + 1, "loss": float(loss), **held})
             atomic_torch_save({"state": decoder.state_dict(), "optimiser": opt.state_dict(), "rng": gen.get_state(),
                                "step": step + 1, "log": log, "width": args.width}, path)
@@ -250,25 +250,33 @@ def train_generator(args) -> None:
         print(row)
 
 
-@torch.no_grad()
-def _held_out_scores(roi, decoder, bank, n: int) -> dict[str, float]:
-    """Mean rise of the top-1 log-probability over the suppressed picture (QP 38, where the fitted gain is 1.9) on
-    the first n validation crops (images the generator never sees): by the amortised δ̂ and by the real ascent."""
-    cam, ev = roi.attention, roi.evidence
-    x = torch.from_numpy(bank.val[:n]).permute(0, 3, 1, 2).float() / 255
-    qp = torch.full((len(x),), 38.0)
-    base = roi.suppressed(x, qp).clamp(0, 1)
-    gain = roi.gain(qp).view(-1, 1, 1, 1)
-    read = ev.read(x)
-    score = lambda z: float(ev.task.evidence_score(z, read)) / len(x)  # noqa: E731
-    amortised = image_delta(cam, decoder(*decoder_inputs(cam, x)), x, ev.levels, ev.sigma)
-    cached = _REAL_HELD.get(n)
-    if cached is None:
-        cached = _REAL_HELD[n] = score((base + gain * ev(base, read)).clamp(0, 1)) - score(base)
-    return {"held_amortised": score((base + gain * amortised).clamp(0, 1)) - score(base), "held_real": cached}
+class HeldOut:
+    """The first n validation crops (images the generator never sees) at QP 38, where the fitted gain is 1.9: the
+    suppressed picture, the top-1 read and the real ascent's rise of its log-probability, computed once; `scores`
+    adds the amortised δ̂'s rise for the decoder as it is now."""
 
+    @torch.no_grad()
+    def __init__(self, roi, bank, n: int) -> None:
+        self.roi = roi
+        ev = roi.evidence
+        self.x = torch.from_numpy(bank.val[:n]).permute(0, 3, 1, 2).float() / 255
+        qp = torch.full((len(self.x),), 38.0)
+        self.base = roi.suppressed(self.x, qp).clamp(0, 1)
+        self.gain = roi.gain(qp).view(-1, 1, 1, 1)
+        self.read = ev.read(self.x)
+        self.base_score = self._score(self.base)
+        self.real_rise = self._score((self.base + self.gain * ev(self.base, self.read)).clamp(0, 1)) - self.base_score
 
-_REAL_HELD: dict[int, float] = {}
+    def _score(self, z: torch.Tensor) -> float:
+        return float(self.roi.evidence.task.evidence_score(z, self.read)) / len(z)
+
+    @torch.no_grad()
+    def scores(self, decoder: nn.Module) -> dict[str, float]:
+        """Mean rise of the top-1 log-probability over the suppressed picture: amortised δ̂ and the real ascent."""
+        cam, ev = self.roi.attention, self.roi.evidence
+        amortised = image_delta(cam, decoder(*decoder_inputs(cam, self.x)), self.x, ev.levels, ev.sigma)
+        rise = self._score((self.base + self.gain * amortised).clamp(0, 1)) - self.base_score
+        return {"held_amortised": rise, "held_real": self.real_rise}
 
 
 def evaluate(args) -> None:
@@ -322,24 +330,18 @@ def evaluate(args) -> None:
 @torch.no_grad()
 def timing(roi, decoder, side: int = 512, repeats: int = 5) -> None:
     """Median ms of the real stage (read + ascent) and the amortised one (decoder + mapping; its Lite0 forward is
-    the ROI part's), on one side² picture, this machine's threads."""
+    the ROI part's), on one side² picture, this machine's threads (`benchmark_npp.timed`: one warm-up)."""
+    from benchmark_npp import timed
+
     cam, ev = roi.attention, roi.evidence
     x = torch.rand(1, 3, side, side)
     qp = torch.tensor([38.0])
     base = roi.suppressed(x, qp)
     inputs = decoder_inputs(cam, x)
 
-    def median_ms(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(1000 * (time.perf_counter() - t))
-        return sorted(times)[len(times) // 2]
-
-    stage = median_ms(lambda: ev(base, ev.read(x)))
-    extra = median_ms(lambda: image_delta(cam, decoder(*inputs), x, ev.levels, ev.sigma))
-    head = median_ms(lambda: decoder_inputs(cam, x))
+    stage = 1000 * timed(lambda: ev(base, ev.read(x)), repeats)
+    extra = 1000 * timed(lambda: image_delta(cam, decoder(*inputs), x, ev.levels, ev.sigma), repeats)
+    head = 1000 * timed(lambda: decoder_inputs(cam, x), repeats)
     print(f"at {side}², torch, {torch.get_num_threads()} threads, median of {repeats}: real stage {stage:.0f} ms; "
           f"amortised {extra:.1f} ms on top of the ROI part's Lite0 forward ({head:.0f} ms, with the taps)")
 

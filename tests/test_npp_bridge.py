@@ -211,6 +211,7 @@ def test_cam_class_gradient_is_autograds_gradient_at_the_head_conv():
             ours = cam.class_gradient(head, torch.tensor([c]))
             assert (ours - grad * cells).abs().max() < 1e-4 * grad.abs().max() * cells
 
+
 @pytest.mark.weights
 def test_roi_blend_starts_at_the_roi_blur_baseline_and_learns_only_small_parts():
     """roi-blend at initialisation is roi:blur:2 up to its soft threshold (mean |Δ| < 0.5/255 where the baseline

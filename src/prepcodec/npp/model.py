@@ -333,14 +333,9 @@ class ROIBlend(nn.Module):
         """The blur part: what the attention says may go, blurred per QP (the whole network without evidence)."""
         from prepcodec.npp.baselines import gaussian_blur
 
-        height, width = x.shape[-2:]
         cam = self._cam_memo(x, self.attention, self._memo_active)
         t = self.keep_cut(qp).view(-1, 1, 1, 1)
-        h = torch.cat([x, cam], dim=1)
-        ph, pw = height % 2, width % 2
-        h = F.pixel_unshuffle(F.pad(h, (0, pw, 0, ph), mode="replicate"), 2)
-        h = self.qp(F.relu(self.conv2(F.relu(self.conv1(h)))), qp)
-        u = F.pixel_shuffle(self.out(h), 2)[..., :height, :width]
+        u = self.correction(x, cam, qp)
         background_weights, kept_weights = self.mix_weights(qp)
         kept = x if kept_weights is None else _blur_mix(x, self.keep_sigmas, kept_weights)
         if self.graded_cuts:
@@ -348,6 +343,15 @@ class ROIBlend(nn.Module):
         m = gaussian_blur(torch.sigmoid(self.sharpness * (cam - t) + u), ROI_FEATHER_SIGMA).clamp(0, 1)
         background = _blur_mix(x, self.sigmas, background_weights)
         return m * kept + (1 - m) * background
+
+    def correction(self, x: torch.Tensor, cam: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        """The per-pixel correction u (N, 1, H, W) of the keep logit: a small QP-scaled conv net on (x, attention) at
+        half resolution, 0 at initialisation."""
+        height, width = x.shape[-2:]
+        h = torch.cat([x, cam], dim=1)
+        h = F.pixel_unshuffle(F.pad(h, (0, width % 2, 0, height % 2), mode="replicate"), 2)
+        h = self.qp(F.relu(self.conv2(F.relu(self.conv1(h)))), qp)
+        return F.pixel_shuffle(self.out(h), 2)[..., :height, :width]
 
     def _graded(self, x: torch.Tensor, qp: torch.Tensor, cam: torch.Tensor, t: torch.Tensor, u: torch.Tensor,
                 kept: torch.Tensor, background_weights: torch.Tensor) -> torch.Tensor:
