@@ -152,8 +152,7 @@ def encoder_cost(repeats: int, sizes: list[str]) -> list[tuple]:
 def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
     """`npp:cls`'s inference (the shipped network, memo off) on one real side² picture at QP 37, split into its
     parts, each timed on its own: what a cheaper encoder-side network would have to cut."""
-    from prepcodec.npp.baselines import gaussian_blur
-    from prepcodec.npp.model import ROI_FEATHER_SIGMA
+    from prepcodec.npp.baselines import gaussian_blurs
     from prepcodec.npp.zoo import load_npp
 
     net = load_npp("npp:cls").model.eval()
@@ -162,23 +161,28 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
     x = torch.from_numpy(photo(side, side)).permute(2, 0, 1)[None].float() / 255
     qp = torch.tensor([37.0])
     with torch.no_grad():
-        cam = roi.attention(x)
+        cam, feathered = roi.attention_maps(x)
+        u = roi.correction(x, cam, qp)
+        blurs = gaussian_blurs(x, roi.sigmas)
+        background, _ = roi.mix_weights(qp)
         base = roi.suppressed(x, qp)
         reading = roi.evidence.read(x)
         rows = [("whole network (`npp:cls`)", timed(lambda: net(x, qp), repeats)),
                 ("ROI part (`suppressed`: everything but the evidence stage)", timed(lambda: roi.suppressed(x, qp),
                                                                                      repeats)),
-                ("· attention: Lite0 Grad-CAM on the 224² crop, mapped back", timed(lambda: roi.attention(x), repeats)),
+                ("· attention: Lite0 Grad-CAM on the 224² crop, mapped back and feathered",
+                 timed(lambda: roi.attention_maps(x), repeats)),
                 ("· correction net u (two 3×3 convs at half resolution)",
                  timed(lambda: roi.correction(x, cam, qp), repeats)),
-                ("· feathering blur of the attention (σ 3.6)", timed(lambda: gaussian_blur(cam, ROI_FEATHER_SIGMA),
-                                                                    repeats))]
-        rows += [(f"· blur of the picture, σ {s:g}", timed(lambda s=s: gaussian_blur(x, s), repeats))
-                 for s in roi.sigmas]
-        rows += [("evidence read (Lite0 forward on the crop: the top-1)", timed(lambda: roi.evidence.read(x),
+                ("· blurs of the picture, σ " + " / ".join(f"{s:g}" for s in roi.sigmas) + " (one shared pad)",
+                 timed(lambda: gaussian_blurs(x, roi.sigmas), repeats)),
+                ("· graded bands and mixing (given the parts above)",
+                 timed(lambda: roi._graded(blurs, qp, feathered, roi.keep_cut(qp).view(-1, 1, 1, 1), u, x,
+                                           background), repeats)),
+                ("evidence read (Lite0 forward on the crop: the top-1)", timed(lambda: roi.evidence.read(x),
                                                                                 repeats)),
-                 ("evidence ascent (5 × Lite0 forward + backward)", timed(lambda: roi.evidence(base, reading),
-                                                                          repeats))]
+                ("evidence ascent (5 × Lite0 forward + backward)", timed(lambda: roi.evidence(base, reading),
+                                                                         repeats))]
     return rows
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from prepcodec.errors import InputError
@@ -45,6 +46,25 @@ def test_blur_is_the_same_per_channel_and_for_any_leading_shape():
     flipped = baselines.gaussian_blur(x.flip(-1), 1.0)[0]
     assert torch.allclose(baselines.gaussian_blur(batch, 1.0)[1], flipped, atol=1e-6)
     assert torch.allclose(baselines.gaussian_blur(x[0], 1.0), baselines.gaussian_blur(x, 1.0)[0], atol=1e-6)
+
+
+def test_blurs_from_one_shared_pad_are_the_blurs_padded_one_axis_at_a_time(sample_image):
+    """gaussian_blurs pads once for every sigma; each result is bit for bit the reflect-pad-per-axis blur, also on a
+    picture smaller than the largest kernel radius (where the pad falls back to replicate)."""
+    from prepcodec.npp.baselines import _gaussian_kernel, _reflect_pad, gaussian_blurs
+
+    def per_axis(x, sigma):
+        k = _gaussian_kernel(sigma, x.dtype, x.device)
+        r = (k.numel() - 1) // 2
+        y = F.conv2d(_reflect_pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+        return F.conv2d(_reflect_pad(y, (0, 0, r, r)), k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+
+    image = torch.from_numpy(sample_image("kodim23").copy()).permute(2, 0, 1)[None].float() / 255
+    for x in (image[..., :97, :130], image[..., :9, :40]):
+        blurs = gaussian_blurs(x, (0.0, 0.5, 1.0, 2.0, 4.0))
+        assert blurs[0.0] is x
+        for sigma in (0.5, 1.0, 2.0, 4.0):
+            assert torch.equal(blurs[sigma], per_axis(x, sigma))
 
 
 def test_bilateral_keeps_edges_that_blur_destroys():

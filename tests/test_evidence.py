@@ -219,8 +219,8 @@ def test_a_sweep_reads_the_task_once_for_all_levels_with_identical_output(name, 
 
     net = load_npp(name).model.eval()
     calls = {"cam": 0, "read": 0}
-    cam = net.roi.attention
-    monkeypatch.setattr(net.roi, "attention", lambda x: calls.__setitem__("cam", calls["cam"] + 1) or cam(x))
+    cam = net.roi.attention_maps
+    monkeypatch.setattr(net.roi, "attention_maps", lambda x: calls.__setitem__("cam", calls["cam"] + 1) or cam(x))
     read = net.roi.evidence.read
     monkeypatch.setattr(net.roi.evidence, "read", lambda x: calls.__setitem__("read", calls["read"] + 1) or read(x))
     with torch.no_grad():

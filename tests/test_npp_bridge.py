@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from prepcodec.errors import InputError
@@ -185,6 +186,39 @@ def test_forward_only_cam_equals_the_baselines_grad_cam_on_real_photos():
         assert ours.shape == (1, 1, h, w)
         assert (ours - ref).abs().max() < 1e-5
         assert 0.05 < (ours >= 0.5).float().mean() < 0.95  # a real region, not all or nothing
+
+
+@pytest.mark.weights
+def test_the_cam_feathered_through_its_placement_matrices_is_the_blurred_cam():
+    """TaskCAM.maps folds the feathering blur into the matrices that carry the map onto the image: the result is
+    gaussian_blur of the CAM, reflect edges included, on a square, a wide and a tall picture."""
+    from prepcodec.npp.baselines import gaussian_blur
+    from prepcodec.npp.features import TaskCAM
+    from prepcodec.npp.model import ROI_FEATHER_SIGMA
+
+    cam = TaskCAM("effnet-lite0")
+    for name, (h, w) in (("chelsea", (256, 256)), ("coffee", (200, 300)), ("astronaut", (301, 180))):
+        rgb = np.asarray(Image.open(SAMPLES / f"{name}.png").convert("RGB"))[:h, :w]
+        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+        plain, feathered = cam.maps(x, ROI_FEATHER_SIGMA)
+        assert torch.equal(plain, cam(x)) and cam.maps(x)[1] is None
+        ref = gaussian_blur(plain, ROI_FEATHER_SIGMA)
+        assert (feathered - ref).abs().max() < 1e-6
+        assert (feathered - plain).abs().max() > 0.01  # it is blurred
+
+
+def test_a_conv_after_pixel_unshuffle_is_one_strided_conv():
+    """ROIBlend's correction net runs its first conv as the strided conv the unshuffle + conv amounts to."""
+    from prepcodec.npp.model import _unshuffled_conv
+
+    torch.manual_seed(0)
+    rgb = np.asarray(Image.open(SAMPLES / "coffee.png").convert("RGB"))[:64, :96]
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    x = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1)  # 4 channels, as the net's (image, attention)
+    for factor, kernel, padding in ((2, 3, 1), (2, 1, 0), (4, 3, 1)):
+        conv = torch.nn.Conv2d(4 * factor**2, 5, kernel, padding=padding)
+        ref = conv(F.pixel_unshuffle(x, factor))
+        assert (_unshuffled_conv(x, conv, factor) - ref).abs().max() < 1e-5
 
 
 @pytest.mark.weights

@@ -82,10 +82,16 @@ def _placement(n: torch.Tensor, resized: torch.Tensor, offset: torch.Tensor, siz
     return back @ (place @ up)
 
 
-def uncrop_map_matrix(m: torch.Tensor, image: torch.Tensor, size: int, crop_ratio: float = 0.875) -> torch.Tensor:
-    """`resize.uncrop_map(m, image.shape[-2:], size, crop_ratio)` as two matrix products (m: N, C, cells, cells)."""
+def uncrop_matrices(image: torch.Tensor, size: int, crop_ratio: float, cells: tuple[int, int]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows (H, cells_h), cols (W, cells_w)): a map m of `cells` samples over the crop lands on the image as
+    rows @ m @ colsᵀ (`uncrop_map_matrix`); exposed so a caller can fold a separable filter of the result into them."""
     h, w = _sides(image)
     rh, rw, top, left = _frame(h, w, size, crop_ratio)
-    rows = _placement(h, rh, top, size, m.shape[-2]).to(m)
-    cols = _placement(w, rw, left, size, m.shape[-1]).to(m)
-    return rows @ m @ cols.transpose(0, 1)
+    return _placement(h, rh, top, size, cells[0]), _placement(w, rw, left, size, cells[1])
+
+
+def uncrop_map_matrix(m: torch.Tensor, image: torch.Tensor, size: int, crop_ratio: float = 0.875) -> torch.Tensor:
+    """`resize.uncrop_map(m, image.shape[-2:], size, crop_ratio)` as two matrix products (m: N, C, cells, cells)."""
+    rows, cols = uncrop_matrices(image, size, crop_ratio, (m.shape[-2], m.shape[-1]))
+    return rows.to(m) @ m @ cols.to(m).transpose(0, 1)
