@@ -141,7 +141,8 @@ class TaskCAM:
 
         Both are the map at the head's cells carried onto the image by the placement matrices; the blur, separable
         and linear, is folded into those (H, cells) and (W, cells) matrices, so feathering costs a few hundred
-        multiply-adds per row instead of a full-resolution blur (4 ms of an ROI network's 84 at 512², torch)."""
+        multiply-adds per row instead of a full-resolution blur (4 ms of an ROI network's 84 at 512² in torch, session
+        18)."""
         cells = self._cell_map(x)
         rows, cols = (m.to(cells) for m in uncrop_matrices(x, self.task.resolution, self.task.crop_ratio,
                                                             (cells.shape[-2], cells.shape[-1])))
