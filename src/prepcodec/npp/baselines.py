@@ -73,7 +73,8 @@ def gaussian_blurs(x: torch.Tensor, sigmas: tuple[float, ...]) -> dict[float, to
     Reflect-padding by the largest radius and reading a window of it equals reflect-padding by a smaller one, and a
     horizontal pass over reflected rows is the reflected rows of the horizontal pass: so one pad of both axes serves
     every blur, where each blur padded twice (an ROI network's pads were ~9 % of its onnxruntime time at 512²). The
-    sums are the same ones. An image smaller than the largest radius is padded per blur and axis, as before."""
+    sums are the same ones. An image smaller than the largest radius is padded per blur and axis, as before. A sigma
+    given twice is blurred once."""
     out = {s: x for s in sigmas if s <= 0}
     kernels = {s: _gaussian_kernel(s, x.dtype, x.device) for s in sigmas if s > 0}
     if not kernels:
@@ -238,7 +239,7 @@ def graded_blur(x: torch.Tensor, attention: torch.Tensor,
     object costs the classifier most of what it loses (roi:blur at QP 22), so the half-attended parts get a mild
     blur, not a strong one. The attention is feathered like roi_mask's edges before it is cut."""
     cam = feathered(attention)
-    blurs = gaussian_blurs(x, tuple(dict.fromkeys(sigma for _, sigma in steps)))
+    blurs = gaussian_blurs(x, tuple(sigma for _, sigma in steps))
     out = torch.zeros_like(x)
     left = torch.ones_like(cam)
     for i, (level, sigma) in enumerate(steps):

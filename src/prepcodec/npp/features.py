@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prepcodec.errors import InputError
-from prepcodec.npp.baselines import gaussian_blur_1d
+from prepcodec.npp.baselines import gaussian_blur, gaussian_blur_1d
 from prepcodec.tasks.resize_matrix import resize_center_crop_matrix, uncrop_matrices
 
 # block index after which a feature map is tapped, per stride (EfficientNet-Lite0/1/2 stage layout)
@@ -148,11 +148,11 @@ class TaskCAM:
                                                             (cells.shape[-2], cells.shape[-1])))
         cam = rows @ cells @ cols.transpose(0, 1)  # = task.map_to_image, traceable
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        if feather <= 0:
-            return (cam / peak).to(x.dtype), None
-        rows, cols = (gaussian_blur_1d(m.transpose(0, 1), feather) for m in (rows, cols))  # (cells, H), (cells, W)
-        feathered = rows.transpose(0, 1) @ cells @ cols
-        return (cam / peak).to(x.dtype), (feathered / peak).to(x.dtype)
+        feathered = None
+        if feather > 0:
+            rows, cols = (gaussian_blur_1d(m.transpose(0, 1), feather) for m in (rows, cols))  # (cells, H), (cells, W)
+            feathered = (rows.transpose(0, 1) @ cells @ cols / peak).to(x.dtype)
+        return (cam / peak).to(x.dtype), feathered
 
     def _cell_map(self, x: torch.Tensor) -> torch.Tensor:
         """Grad-CAM at the head's cells (N, 1, s, s), before it is carried onto the image and normalised."""
@@ -190,8 +190,6 @@ class TaskBoxes:
 
     def maps(self, x: torch.Tensor, feather: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The keep-mask and, with `feather` > 0, the mask Gaussian-blurred by `feather` px (`TaskCAM.maps`)."""
-        from prepcodec.npp.baselines import gaussian_blur
-
         mask = self(x)
         return mask, (gaussian_blur(mask, feather) if feather > 0 else None)
 

@@ -345,7 +345,7 @@ class ROIBlend(nn.Module):
         t = self.keep_cut(qp).view(-1, 1, 1, 1)
         u = self.correction(x, cam, qp)
         background_weights, kept_weights = self.mix_weights(qp)
-        blurs = gaussian_blurs(x, tuple(dict.fromkeys(self.sigmas + self.keep_sigmas)))
+        blurs = gaussian_blurs(x, self.sigmas + self.keep_sigmas)  # a sigma in both is blurred once
         kept = x if kept_weights is None else _weighted([blurs[s] for s in self.keep_sigmas], kept_weights)
         if self.graded_cuts:
             return self._graded(blurs, qp, feathered, t, u, kept, background_weights)
