@@ -161,16 +161,15 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
     x = torch.from_numpy(photo(side, side)).permute(2, 0, 1)[None].float() / 255
     qp = torch.tensor([37.0])
     with torch.no_grad():
-        cam, feathered = roi.attention_maps(x)
+        cam, feathered, reading = roi.attention_maps(x)
         u = roi.correction(x, cam, qp)
         blurs = gaussian_blurs(x, roi.sigmas)
         background, _ = roi.mix_weights(qp)
         base = roi.suppressed(x, qp)
-        reading = roi.evidence.read(x)
         rows = [("whole network (`npp:cls`)", timed(lambda: net(x, qp), repeats)),
                 ("ROI part (`suppressed`: everything but the evidence stage)", timed(lambda: roi.suppressed(x, qp),
                                                                                      repeats)),
-                ("· attention: Lite0 Grad-CAM on the 224² crop, mapped back and feathered",
+                ("· attention: Lite0 Grad-CAM on the 224² crop, mapped back and feathered; the top-1 it is of",
                  timed(lambda: roi.attention_maps(x), repeats)),
                 ("· correction net u (two 3×3 convs at half resolution)",
                  timed(lambda: roi.correction(x, cam, qp), repeats)),
@@ -179,8 +178,6 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
                 ("· graded bands and mixing (given the parts above)",
                  timed(lambda: roi._graded(blurs, qp, feathered, roi.keep_cut(qp).view(-1, 1, 1, 1), u, x,
                                            background), repeats)),
-                ("evidence read (Lite0 forward on the crop: the top-1)", timed(lambda: roi.evidence.read(x),
-                                                                                repeats)),
                 ("evidence ascent (5 × Lite0 forward + backward)", timed(lambda: roi.evidence(base, reading),
                                                                          repeats))]
     return rows

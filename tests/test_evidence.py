@@ -212,9 +212,10 @@ def test_onnx_export_refuses_the_evidence_network_in_one_line(tmp_path):
 @pytest.mark.weights
 @pytest.mark.parametrize("name", ["cls", "det"])
 def test_a_sweep_reads_the_task_once_for_all_levels_with_identical_output(name, photos, monkeypatch):
-    """At inference an evidence network reuses what the task read on a recent batch (its Grad-CAM, its top-1) when
-    the same batch comes at another level, as in a sweep; the pictures are bit-identical to a fresh network's. In
-    training nothing is reused."""
+    """At inference an evidence network reuses what the task read on a recent batch (its Grad-CAM or boxes, and its
+    top-1 or detections from the same forward pass) when the same batch comes at another level, as in a sweep; the
+    pictures are bit-identical to a fresh network's. In training nothing is reused. The evidence stage never runs
+    the task's read on its own: the attention brings it."""
     from prepcodec.npp.zoo import load_npp
 
     net = load_npp(name).model.eval()
@@ -225,21 +226,39 @@ def test_a_sweep_reads_the_task_once_for_all_levels_with_identical_output(name, 
     monkeypatch.setattr(net.roi.evidence, "read", lambda x: calls.__setitem__("read", calls["read"] + 1) or read(x))
     with torch.no_grad():
         outs = [net(photos, qp) for qp in (30.0, 38.0)]
-        assert calls == {"cam": 1, "read": 1}
-        assert torch.equal(net(photos, 30.0), outs[0]) and calls == {"cam": 1, "read": 1}
+        assert calls == {"cam": 1, "read": 0}
+        assert torch.equal(net(photos, 30.0), outs[0]) and calls == {"cam": 1, "read": 0}
         net(photos[:1], 30.0)  # another batch: read again
-        assert calls == {"cam": 2, "read": 2}
+        assert calls == {"cam": 2, "read": 0}
         for qp, out in zip((30.0, 38.0), outs, strict=True):
             assert torch.equal(load_npp(name).model.eval()(photos, qp), out)
         net.roi.memo = False  # switched off (to time what it saves): every level reads again, the same pictures
         assert torch.equal(net(photos, 30.0), outs[0]) and torch.equal(net(photos, 30.0), outs[0])
-        assert calls == {"cam": 4, "read": 4}
+        assert calls == {"cam": 4, "read": 0}
         net.roi.memo = True
     net.train()
     with torch.no_grad():
         net(photos, 30.0)
         net(photos, 30.0)
-    assert calls == {"cam": 6, "read": 6}
+    assert calls == {"cam": 6, "read": 0}
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("name", ["cls", "det"])
+def test_the_attention_reads_what_the_evidence_stage_would_read_on_its_own(name, photos):
+    """The top-1 class (classifier) or confident detections (detector) that come with the attention, from its one
+    forward pass, are the task's own `evidence_read` of the same pictures."""
+    from prepcodec.npp.zoo import load_npp
+
+    roi = load_npp(name).model.eval().roi
+    with torch.no_grad():
+        shared = roi.attention_maps(photos).reading
+        alone = roi.evidence.read(photos)
+    if name == "cls":
+        assert torch.equal(shared, alone)
+    else:
+        assert len(shared) == len(alone) and all(torch.equal(a, b) for a, b in zip(shared, alone, strict=True))
+        assert any(bool(m.any()) for m in shared)  # something is read on the photos
 
 
 def test_the_memo_keeps_recent_inputs_within_its_budget():

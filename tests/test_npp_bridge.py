@@ -200,8 +200,8 @@ def test_the_cam_feathered_through_its_placement_matrices_is_the_blurred_cam():
     for name, (h, w) in (("chelsea", (256, 256)), ("coffee", (200, 300)), ("astronaut", (301, 180))):
         rgb = np.asarray(Image.open(SAMPLES / f"{name}.png").convert("RGB"))[:h, :w]
         x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
-        plain, feathered = cam.maps(x, ROI_FEATHER_SIGMA)
-        assert torch.equal(plain, cam(x)) and cam.maps(x)[1] is None
+        plain, feathered, reading = cam.maps(x, ROI_FEATHER_SIGMA)
+        assert torch.equal(plain, cam(x)) and cam.maps(x).feathered is None and reading is None
         ref = gaussian_blur(plain, ROI_FEATHER_SIGMA)
         assert (feathered - ref).abs().max() < 1e-6
         assert (feathered - plain).abs().max() > 0.01  # it is blurred

@@ -175,12 +175,14 @@ def _to_image(task: Task, cam: torch.Tensor, hw: tuple[int, int]) -> torch.Tenso
     return F.interpolate(cam, size=hw, mode="bilinear", align_corners=False)
 
 
-def task_boxes(task: Task, x: torch.Tensor) -> list[list[list[float]]]:
-    """Per image, xyxy boxes of what a detection / pose task finds on uncompressed `x`."""
+def task_boxes(task: Task, x: torch.Tensor, predictions: list[dict] | None = None) -> list[list[list[float]]]:
+    """Per image, xyxy boxes of what a detection / pose task finds on uncompressed `x` (from its `predictions` of x
+    when the caller already has them)."""
     out = []
-    with torch.no_grad():
-        preds = task.predict(x)
-    for pred in preds:
+    if predictions is None:
+        with torch.no_grad():
+            predictions = task.predict(x)
+    for pred in predictions:
         boxes: list[list[float]] = []
         if "boxes" in pred:
             for box, score in zip(pred["boxes"].tolist(), pred["scores"].tolist(), strict=True):
@@ -196,10 +198,10 @@ def task_boxes(task: Task, x: torch.Tensor) -> list[list[list[float]]]:
     return out
 
 
-def box_keep_mask(task: Task, x: torch.Tensor) -> torch.Tensor:
+def box_keep_mask(task: Task, x: torch.Tensor, predictions: list[dict] | None = None) -> torch.Tensor:
     """Hard (N,1,H,W) 0/1 mask of a detection / pose task's boxes on uncompressed `x` (grown by ROI_MARGIN)."""
     h, w = x.shape[-2:]
-    hard = torch.cat([boxes_mask(b, h, w) for b in task_boxes(task, x)]).to(x.dtype)
+    hard = torch.cat([boxes_mask(b, h, w) for b in task_boxes(task, x, predictions)]).to(x.dtype)
     # nothing detected: keep everything rather than erase a scene the task could not parse
     empty = hard.flatten(1).amax(dim=1) == 0
     hard[empty] = 1.0

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prepcodec.errors import InputError
-from prepcodec.npp.baselines import gaussian_blur, gaussian_blur_1d
+from prepcodec.npp.baselines import box_keep_mask, gaussian_blur, gaussian_blur_1d
 from prepcodec.tasks.resize_matrix import resize_center_crop_matrix, uncrop_matrices
 
 # block index after which a feature map is tapped, per stride (EfficientNet-Lite0/1/2 stage layout)
@@ -84,6 +84,16 @@ class HeadReading(NamedTuple):
     tapped: dict[int, torch.Tensor]
 
 
+class Attention(NamedTuple):
+    """What an ROI network reads on x in one forward pass of its task: where the task attends (N, 1, H, W), the same
+    map feathered (None unless asked for), and what the evidence stage amplifies (the top-1 class, the confident
+    detections; None unless asked for). One pass, not two: the attention and the evidence read the same picture."""
+
+    map: torch.Tensor
+    feathered: torch.Tensor | None
+    reading: object
+
+
 class TaskCAM:
     """Callable `x in [0, 1] (N, 3, H, W) -> (N, 1, H, W) in [0, 1]`: the classifier's Grad-CAM for its own top-1
     class on x, computed forward-only (frozen, no gradient). The classifier's resize + centre crop and the map's way
@@ -133,17 +143,18 @@ class TaskCAM:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maps(x)[0]
+        return self.maps(x).map
 
     @torch.no_grad()
-    def maps(self, x: torch.Tensor, feather: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The CAM (N, 1, H, W) and, with `feather` > 0, the same map Gaussian-blurred by `feather` px (None without).
+    def maps(self, x: torch.Tensor, feather: float = 0.0, read: bool = False) -> Attention:
+        """The CAM (N, 1, H, W); with `feather` > 0 also the same map Gaussian-blurred by `feather` px; with `read`
+        also the top-1 class (N,) the CAM is of — the classifier's `evidence_read` from the same forward pass.
 
-        Both are the map at the head's cells carried onto the image by the placement matrices; the blur, separable
-        and linear, is folded into those (H, cells) and (W, cells) matrices, so feathering costs a few hundred
-        multiply-adds per row instead of a full-resolution blur (4 ms of an ROI network's 84 at 512² in torch, session
-        18)."""
-        cells = self._cell_map(x)
+        Both maps are the map at the head's cells carried onto the image by the placement matrices; the blur,
+        separable and linear, is folded into those (H, cells) and (W, cells) matrices, so feathering costs a few
+        hundred multiply-adds per row instead of a full-resolution blur (4 ms of an ROI network's 84 at 512² in
+        torch, session 18)."""
+        cells, top1 = self._cell_map(x)
         rows, cols = (m.to(cells) for m in uncrop_matrices(x, self.task.resolution, self.task.crop_ratio,
                                                             (cells.shape[-2], cells.shape[-1])))
         cam = rows @ cells @ cols.transpose(0, 1)  # = task.map_to_image, traceable
@@ -152,10 +163,11 @@ class TaskCAM:
         if feather > 0:
             rows, cols = (gaussian_blur_1d(m.transpose(0, 1), feather) for m in (rows, cols))  # (cells, H), (cells, W)
             feathered = (rows.transpose(0, 1) @ cells @ cols / peak).to(x.dtype)
-        return (cam / peak).to(x.dtype), feathered
+        return Attention((cam / peak).to(x.dtype), feathered, top1 if read else None)
 
-    def _cell_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Grad-CAM at the head's cells (N, 1, s, s), before it is carried onto the image and normalised."""
+    def _cell_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grad-CAM at the head's cells (N, 1, s, s), before it is carried onto the image and normalised, and the
+        top-1 class (N,)."""
         head = self.read_head(x)
         probs, classes = head.probs.topk(self.top_k, dim=1)
         cam = 0
@@ -166,7 +178,7 @@ class TaskCAM:
                 share = probs[:, j] / probs.sum(dim=1)
                 one = share.view(-1, 1, 1, 1) * one / one.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             cam = cam + one
-        return cam
+        return cam, classes[:, 0]
 
 
 class TaskBoxes:
@@ -184,14 +196,15 @@ class TaskBoxes:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from prepcodec.npp.baselines import box_keep_mask
+        return self.maps(x).map
 
-        return box_keep_mask(self.task, x.float()).to(x)
-
-    def maps(self, x: torch.Tensor, feather: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The keep-mask and, with `feather` > 0, the mask Gaussian-blurred by `feather` px (`TaskCAM.maps`)."""
-        mask = self(x)
-        return mask, (gaussian_blur(mask, feather) if feather > 0 else None)
+    @torch.no_grad()
+    def maps(self, x: torch.Tensor, feather: float = 0.0, read: bool = False) -> Attention:
+        """The keep-mask; with `feather` > 0 also the mask Gaussian-blurred by `feather` px; with `read` also the
+        detector's `evidence_read`, from the same forward pass (`TaskCAM.maps`)."""
+        predictions, reading = self.task.predict_and_read(x.float()) if read else (None, None)
+        mask = box_keep_mask(self.task, x.float(), predictions).to(x)
+        return Attention(mask, gaussian_blur(mask, feather) if feather > 0 else None, reading)
 
 
 def task_attention(name: str) -> TaskCAM | TaskBoxes:

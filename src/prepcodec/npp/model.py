@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from torch import nn
 
 from prepcodec.errors import InputError
 from prepcodec.npp import evidence
+
+if TYPE_CHECKING:
+    from prepcodec.npp.features import Attention
 
 QP_CENTER = 34.0  # HEVC QP the conditioning is centred on (middle of the paper's 28..41 range)
 QP_SCALE = 10.0
@@ -292,7 +296,7 @@ class ROIBlend(nn.Module):
             self.band_mix = nn.ModuleList(QPMLP(len(self.sigmas), config.qp_hidden) for _ in self.graded_cuts)
             self.band_bias = nn.ParameterList(
                 nn.Parameter(_start_logits(self.sigmas, s, config.start_logit)) for s in config.graded_starts)
-        self._cam_memo, self._read_memo = RecentInputMemo(), RecentInputMemo()
+        self._attention_memo = RecentInputMemo()
         self.memo = True  # False: every read recomputed (to time what the memo saves; the pictures are the same)
         self.evidence = None
         if config.evidence_levels:
@@ -311,18 +315,18 @@ class ROIBlend(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        out = self.suppressed(x, qp)
+        attention = self._attention_memo(x, self.attention_maps, self._memo_active)
+        out = self.suppressed(x, qp, attention)
         if self.evidence is None:
             return out
         gain = self.gain(qp)
         on = gain >= GAIN_OFF if not self.training else torch.ones_like(gain, dtype=torch.bool)
         if not bool(on.any()):
             return out
-        # what the task reads on the original (a class, detections); the ascent starts from the suppressed picture,
-        # which is what the codec gets
+        # what the task reads on the original (a class, detections: read with the attention, in the same forward
+        # pass); the ascent starts from the suppressed picture, which is what the codec gets
         delta = torch.zeros_like(out)
-        reading = self._read_memo(x[on], self.evidence.read, self._memo_active)
-        delta[on] = self.evidence(out[on].detach(), reading)
+        delta[on] = self.evidence(out[on].detach(), _select(attention.reading, on))
         return out + (gain * on).view(-1, 1, 1, 1) * delta
 
     @property
@@ -337,11 +341,14 @@ class ROIBlend(nn.Module):
             return torch.zeros_like(qp)
         return 2.0 * torch.sigmoid(self.evidence_gain(qp)).view(-1)
 
-    def suppressed(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        """The blur part: what the attention says may go, blurred per QP (the whole network without evidence)."""
+    def suppressed(self, x: torch.Tensor, qp: torch.Tensor, attention: Attention | None = None) -> torch.Tensor:
+        """The blur part: what the attention says may go, blurred per QP (the whole network without evidence).
+        `attention`: `attention_maps(x)` when the caller has it."""
         from prepcodec.npp.baselines import gaussian_blur, gaussian_blurs
 
-        cam, feathered = self._cam_memo(x, self.attention_maps, self._memo_active)
+        if attention is None:
+            attention = self._attention_memo(x, self.attention_maps, self._memo_active)
+        cam, feathered = attention.map, attention.feathered
         t = self.keep_cut(qp).view(-1, 1, 1, 1)
         u = self.correction(x, cam, qp)
         background_weights, kept_weights = self.mix_weights(qp)
@@ -353,9 +360,10 @@ class ROIBlend(nn.Module):
         background = _weighted([blurs[s] for s in self.sigmas], background_weights)
         return m * kept + (1 - m) * background
 
-    def attention_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """What the task attends to on x, and (graded bands only, which cut it) that map feathered."""
-        return self.attention.maps(x, ROI_FEATHER_SIGMA if self.graded_cuts else 0.0)
+    def attention_maps(self, x: torch.Tensor) -> Attention:
+        """What the task attends to on x, (graded bands only, which cut it) that map feathered, and (with the
+        evidence stage) what the task reads on x: one forward pass of the task."""
+        return self.attention.maps(x, ROI_FEATHER_SIGMA if self.graded_cuts else 0.0, read=self.evidence is not None)
 
     def correction(self, x: torch.Tensor, cam: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
         """The per-pixel correction u (N, 1, H, W) of the keep logit: a small QP-scaled conv net on (x, attention) at
@@ -429,6 +437,14 @@ class ROIBlend(nn.Module):
         background = (self.mix(qp) + self.mix_bias).softmax(dim=1)
         kept = (self.keep_mix(qp) + self.keep_bias).softmax(dim=1) if self.keep_sigmas else None
         return background, kept
+
+
+def _select(reading: object, on: torch.Tensor) -> object:
+    """The images `on` (N,) of what a task read on a batch: a classifier's classes (N,), a detector's per-head
+    masks [(N, ...)]."""
+    if isinstance(reading, torch.Tensor):
+        return reading[on]
+    return [r[on] for r in reading]
 
 
 class QPAdaptive(QPMLP):

@@ -47,6 +47,11 @@ class Task(ABC):
         raise InputError(f"{self.name} ({self.kind}): evidence amplification is defined for classifiers and "
                          "detectors only")
 
+    def predict_and_read(self, images: torch.Tensor) -> tuple[list[Any], Any]:
+        """`predict` and `evidence_read` of the same images. An ROI network reads both on one picture (its
+        attention and its evidence); a task that gets both from one forward pass overrides this."""
+        return self.predict(images), self.evidence_read(images)
+
     def evidence_score(self, images: torch.Tensor, read: Any) -> torch.Tensor:
         """The summed log-likelihood of `read` on `images` (scalar), differentiable w.r.t. `images`: what the
         amplification climbs."""

@@ -136,6 +136,12 @@ class _Detector(TfjsTask):
             heads, _, _ = self._heads(images)
         return self._confident_entries(heads)
 
+    def predict_and_read(self, images: torch.Tensor) -> tuple[list[dict], list[torch.Tensor]]:
+        """`predict` and `evidence_read` from one forward pass (the same heads: bit-identical to the two calls)."""
+        with torch.no_grad():
+            heads, preds = self._heads_and_predictions(images)
+        return preds, self._confident_entries(heads)
+
     def _confident_entries(self, heads: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per class head, where `heads` score a detection >= TEACHER_THRESHOLD (boolean, the head's shape)."""
         return self._confident(self._class_logits(heads))
