@@ -8,6 +8,9 @@ beside the shared network's point there (a BD-rate needs four points; the paper'
 
     .venv/bin/python scripts/ablation_table.py --runs real=runs/abl-real,proxy=runs/abl-proxy,ste=runs/abl-ste \\
         --per-qp runs/abl-qp26,runs/abl-qp34,runs/abl-qp42 --shared runs/abl-real
+
+`--eval-per-qp` reads the same one-QP networks swept on the evaluation set (`prepcodec eval --levels Q`) beside the
+shared network's sweeps (session 20, docs/results.md "Ablations").
 """
 
 from __future__ import annotations
@@ -72,12 +75,61 @@ def _per_qp_rows(runs: list[str], shared: str) -> list[str]:
     return rows
 
 
+def _sweep_points(dirs: str) -> dict[float, dict]:
+    """Level -> summary row, merged over the `+`-joined sweep directories of one network (`prepcodec eval`)."""
+    import json
+
+    points: dict[float, dict] = {}
+    for d in dirs.split("+"):
+        path = Path(d) / "summary.json"
+        if not path.exists():
+            raise SystemExit(f"no sweep summary in {d}")
+        points.update({float(r["level"]): r for r in json.loads(path.read_text())})
+    return points
+
+
+def _eval_per_qp_rows(runs: list[str], shared: str, metric: str) -> list[str]:
+    """One-QP networks swept at their own QP on the evaluation set, beside the shared network's sweep there."""
+    ref = _sweep_points(shared)
+    levels = sorted(ref)
+    curve_bpp = np.log([ref[q]["bpp"] for q in levels])
+    curve_metric = np.asarray([ref[q][metric] for q in levels])
+    order = np.argsort(curve_bpp)
+    rows = []
+    for run in runs:
+        own_points = _sweep_points(run)
+        if len(own_points) != 1:
+            raise SystemExit(f"{run}: a one-QP network is swept at its own QP only, found levels {sorted(own_points)}")
+        (qp, own), = own_points.items()
+        if qp not in ref:
+            raise SystemExit(f"the shared network's sweeps have no level {qp:g} (have {levels})")
+        at = ref[qp]
+        same_bits = float(np.interp(np.log(own["bpp"]), curve_bpp[order], curve_metric[order]))
+        rows.append(f"| {qp:g} | {at['bpp']:.3f} / {100 * at[metric]:.1f} | {own['bpp']:.3f} / "
+                    f"{100 * own[metric]:.1f} | {100 * (own['bpp'] / at['bpp'] - 1):+.1f} % | "
+                    f"{100 * (own[metric] - at[metric]):+.1f} | {100 * (own[metric] - same_bits):+.1f} |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", default="", help="name=run_dir,... : one row each")
     ap.add_argument("--per-qp", default="", help="run dirs of one-QP networks")
     ap.add_argument("--shared", default="", help="the run of the shared (every-QP) network they are read beside")
+    ap.add_argument("--eval-per-qp", default="", help="sweep dirs (`prepcodec eval`, one level each) of one-QP "
+                    "networks on the evaluation set")
+    ap.add_argument("--eval-shared", default="", help="the shared network's sweep dirs there, `+`-joined (their "
+                    "levels must include each one-QP network's)")
+    ap.add_argument("--metric", default="top1", help="the sweep metric of the --eval-per-qp table")
     args = ap.parse_args()
+    if args.eval_per_qp:
+        if not args.eval_shared:
+            raise SystemExit("--eval-per-qp needs --eval-shared")
+        print(f"| QP | shared network: bpp / {args.metric} | one network for this QP: bpp / {args.metric} | "
+              f"bits vs shared | {args.metric} vs shared (points) | {args.metric} vs the shared curve at the same "
+              "bits (points) |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        print("\n".join(_eval_per_qp_rows(args.eval_per_qp.split(","), args.eval_shared, args.metric)))
     if args.runs:
         print("| run | route | preset | steps | run clock (min) | BD at equal agreement, start → end | "
               "BD at equal task loss, start → end | mean agreement | mean bpp |")

@@ -202,8 +202,9 @@ class TaskBoxes:
     def maps(self, x: torch.Tensor, feather: float = 0.0, read: bool = False) -> Attention:
         """The keep-mask; with `feather` > 0 also the mask Gaussian-blurred by `feather` px; with `read` also the
         detector's `evidence_read`, from the same forward pass (`TaskCAM.maps`)."""
-        predictions, reading = self.task.predict_and_read(x.float()) if read else (None, None)
-        mask = box_keep_mask(self.task, x.float(), predictions).to(x)
+        xf = x.float()
+        predictions, reading = self.task.predict_and_read(xf) if read else (None, None)
+        mask = box_keep_mask(self.task, xf, predictions).to(x)
         return Attention(mask, gaussian_blur(mask, feather) if feather > 0 else None, reading)
 
 
