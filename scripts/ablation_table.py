@@ -51,12 +51,12 @@ def _point(entry: dict, qp: int) -> tuple[float, float, float]:
     return entry["bpp"][i], entry["agreement"][i], entry["task_loss"][i]
 
 
-def _shared_at(entry: dict, bpp: float) -> float:
-    """The shared network's agreement at `bpp` on its validation curve (linear in log bpp between its QPs): a
-    one-QP network's point above it is a better trade of bits for accuracy, below it a worse one."""
+def _shared_at(entry: dict, bpp: float, metric: str = "agreement") -> float:
+    """The shared network's `metric` at `bpp` on its curve (linear in log bpp between its QPs): a one-QP network's
+    point above it is a better trade of bits for accuracy, below it a worse one."""
     order = np.argsort(entry["bpp"])
     return float(np.interp(np.log(bpp), np.log(np.asarray(entry["bpp"])[order]),
-                           np.asarray(entry["agreement"])[order]))
+                           np.asarray(entry[metric])[order]))
 
 
 def _per_qp_rows(runs: list[str], shared: str) -> list[str]:
@@ -76,25 +76,18 @@ def _per_qp_rows(runs: list[str], shared: str) -> list[str]:
 
 
 def _sweep_points(dirs: str) -> dict[float, dict]:
-    """Level -> summary row, merged over the `+`-joined sweep directories of one network (`prepcodec eval`)."""
-    import json
+    """Level -> summary, merged over the `+`-joined sweep directories of one network (`prepcodec eval`)."""
+    from dataclasses import asdict
 
-    points: dict[float, dict] = {}
-    for d in dirs.split("+"):
-        path = Path(d) / "summary.json"
-        if not path.exists():
-            raise SystemExit(f"no sweep summary in {d}")
-        points.update({float(r["level"]): r for r in json.loads(path.read_text())})
-    return points
+    from prepcodec.eval.records import load_run
+
+    return {s.level: asdict(s) for d in dirs.split("+") for s in load_run(d).summaries}
 
 
 def _eval_per_qp_rows(runs: list[str], shared: str, metric: str) -> list[str]:
     """One-QP networks swept at their own QP on the evaluation set, beside the shared network's sweep there."""
     ref = _sweep_points(shared)
-    levels = sorted(ref)
-    curve_bpp = np.log([ref[q]["bpp"] for q in levels])
-    curve_metric = np.asarray([ref[q][metric] for q in levels])
-    order = np.argsort(curve_bpp)
+    curve = {"bpp": [r["bpp"] for r in ref.values()], metric: [r[metric] for r in ref.values()]}
     rows = []
     for run in runs:
         own_points = _sweep_points(run)
@@ -102,12 +95,12 @@ def _eval_per_qp_rows(runs: list[str], shared: str, metric: str) -> list[str]:
             raise SystemExit(f"{run}: a one-QP network is swept at its own QP only, found levels {sorted(own_points)}")
         (qp, own), = own_points.items()
         if qp not in ref:
-            raise SystemExit(f"the shared network's sweeps have no level {qp:g} (have {levels})")
+            raise SystemExit(f"the shared network's sweeps have no level {qp:g} (have {sorted(ref)})")
         at = ref[qp]
-        same_bits = float(np.interp(np.log(own["bpp"]), curve_bpp[order], curve_metric[order]))
         rows.append(f"| {qp:g} | {at['bpp']:.3f} / {100 * at[metric]:.1f} | {own['bpp']:.3f} / "
                     f"{100 * own[metric]:.1f} | {100 * (own['bpp'] / at['bpp'] - 1):+.1f} % | "
-                    f"{100 * (own[metric] - at[metric]):+.1f} | {100 * (own[metric] - same_bits):+.1f} |")
+                    f"{100 * (own[metric] - at[metric]):+.1f} | "
+                    f"{100 * (own[metric] - _shared_at(curve, own['bpp'], metric)):+.1f} |")
     return rows
 
 

@@ -106,8 +106,9 @@ def image_delta(cam, raw: torch.Tensor, x: torch.Tensor, levels: float, sigma: f
 def real_delta(roi, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
     """The stage's own δ: the ascent from the suppressed picture at `qp`, reading the top-1 on x."""
     with torch.no_grad():
-        base = roi.suppressed(x, qp).clamp(0, 1)
-    return roi.evidence(base, roi.evidence.read(x))
+        attention = roi.attend(x)
+        base = roi.suppressed(x, qp, attention).clamp(0, 1)
+    return roi.evidence(base, attention.reading)
 
 
 def make_data(args) -> None:
@@ -231,10 +232,11 @@ def train_generator(args) -> None:
         x, _ = bank.batch(torch.randint(len(bank.train), (args.batch,), generator=gen), torch.device("cpu"))
         qp = torch.randint(22, 45, (args.batch,), generator=gen).float()
         with torch.no_grad():
-            base = roi.suppressed(x, qp).clamp(0, 1)
+            attention = roi.attend(x)
+            base = roi.suppressed(x, qp, attention).clamp(0, 1)
             gain = roi.gain(qp).view(-1, 1, 1, 1)
             inputs = decoder_inputs(cam, x)
-            read = ev.read(x)
+            read = attention.reading
         delta = image_delta(cam, decoder(*inputs), x, ev.levels, ev.sigma)
         loss = -task.evidence_score((base + gain * delta).clamp(0, 1), read) / len(x)
         opt.zero_grad()
@@ -261,9 +263,10 @@ class HeldOut:
         ev = roi.evidence
         self.x = torch.from_numpy(bank.val[:n]).permute(0, 3, 1, 2).float() / 255
         qp = torch.full((len(self.x),), 38.0)
-        self.base = roi.suppressed(self.x, qp).clamp(0, 1)
+        attention = roi.attend(self.x)
+        self.base = roi.suppressed(self.x, qp, attention).clamp(0, 1)
         self.gain = roi.gain(qp).view(-1, 1, 1, 1)
-        self.read = ev.read(self.x)
+        self.read = attention.reading
         self.base_score = self._score(self.base)
         self.real_rise = self._score((self.base + self.gain * ev(self.base, self.read)).clamp(0, 1)) - self.base_score
 
@@ -305,10 +308,11 @@ def evaluate(args) -> None:
             x, teacher = x_val[s : s + BATCH], t_val[s : s + BATCH]
             qp = torch.full((len(x),), float(qp_int))
             with torch.no_grad():
-                base = roi.suppressed(x, qp).clamp(0, 1)
+                attention = roi.attend(x)
+                base = roi.suppressed(x, qp, attention).clamp(0, 1)
                 gain = roi.gain(qp).view(-1, 1, 1, 1)
                 amortised = image_delta(cam, decoder(*decoder_inputs(cam, x)), x, ev.levels, ev.sigma)
-            delta = ev(base, ev.read(x))
+            delta = ev(base, attention.reading)
             cos += F.cosine_similarity(amortised.flatten(1), delta.flatten(1), dim=1).tolist()
             targets = target.targets(x, teacher)
             for name, d in (("none", 0 * delta), ("real", delta), ("amortised", amortised)):
@@ -361,8 +365,9 @@ def target_stats(args) -> None:
     x, _ = bank.batch(torch.tensor(data["index"][:n]), torch.device("cpu"))
     qp = torch.tensor(data["qp"][:n])
     with torch.no_grad():
-        base = roi.suppressed(x, qp).clamp(0, 1)
-    task, sigma, read = roi.evidence.task, roi.evidence.sigma, roi.evidence.read(x)
+        attention = roi.attend(x)
+        base = roi.suppressed(x, qp, attention).clamp(0, 1)
+    task, sigma, read = roi.evidence.task, roi.evidence.sigma, attention.reading
     cos = lambda a, b: float(F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).mean())  # noqa: E731
     all_delta = _cat_delta(data) / eps
     print(f"{len(all_delta)} crops: mean (δ/eps)² {float(all_delta.square().mean()):.4f}, "

@@ -109,8 +109,9 @@ def walk_gain(roi, task, target, bank, idx, real, qp_int: int, gains: list[float
     for s in range(0, len(idx), batch):
         x, teacher = bank.batch(idx[s : s + batch], torch.device("cpu"))
         qp = torch.full((len(x),), float(qp_int))
-        base = roi.suppressed(x, qp).clamp(0, 1)
-        delta = roi.evidence(base, roi.evidence.read(x))
+        attention = roi.attend(x)  # the attention and what the task reads: one forward pass
+        base = roi.suppressed(x, qp, attention).clamp(0, 1)
+        delta = roi.evidence(base, attention.reading)
         targets = target.targets(x, teacher)  # once per batch, for every gain (a detector's: one forward pass)
         hard = task.confident_targets(targets) if confident else None
         for g in gains:
@@ -182,8 +183,9 @@ def gradient_table(roi, task, bank, idx, real, lam, args) -> None:
         for s in range(0, len(idx), args.batch):
             x, teacher = bank.batch(idx[s : s + args.batch], torch.device("cpu"))
             qp = torch.full((len(x),), float(qp_int))
-            base = roi.suppressed(x, qp)
-            delta = roi.evidence(base, roi.evidence.read(x))
+            attention = roi.attend(x)
+            base = roi.suppressed(x, qp, attention)
+            delta = roi.evidence(base, attention.reading)
             for name, path in paths.items():
                 with torch.enable_grad():
                     g = torch.ones((), requires_grad=True)

@@ -315,7 +315,7 @@ class ROIBlend(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        attention = self._attention_memo(x, self.attention_maps, self._memo_active)
+        attention = self.attend(x)
         out = self.suppressed(x, qp, attention)
         if self.evidence is None:
             return out
@@ -343,11 +343,11 @@ class ROIBlend(nn.Module):
 
     def suppressed(self, x: torch.Tensor, qp: torch.Tensor, attention: Attention | None = None) -> torch.Tensor:
         """The blur part: what the attention says may go, blurred per QP (the whole network without evidence).
-        `attention`: `attention_maps(x)` when the caller has it."""
+        `attention`: `attend(x)` when the caller has it."""
         from prepcodec.npp.baselines import gaussian_blur, gaussian_blurs
 
         if attention is None:
-            attention = self._attention_memo(x, self.attention_maps, self._memo_active)
+            attention = self.attend(x)
         cam, feathered = attention.map, attention.feathered
         t = self.keep_cut(qp).view(-1, 1, 1, 1)
         u = self.correction(x, cam, qp)
@@ -359,6 +359,11 @@ class ROIBlend(nn.Module):
         m = gaussian_blur(torch.sigmoid(self.sharpness * (cam - t) + u), ROI_FEATHER_SIGMA).clamp(0, 1)
         background = _weighted([blurs[s] for s in self.sigmas], background_weights)
         return m * kept + (1 - m) * background
+
+    def attend(self, x: torch.Tensor) -> Attention:
+        """`attention_maps(x)`, remembered for a recent input at inference (a sweep's levels, or a probe's gains,
+        share one forward pass of the task)."""
+        return self._attention_memo(x, self.attention_maps, self._memo_active)
 
     def attention_maps(self, x: torch.Tensor) -> Attention:
         """What the task attends to on x, (graded bands only, which cut it) that map feathered, and (with the
