@@ -54,14 +54,33 @@ def test_amp_spec_composes_reads_the_original_class_and_refuses_bad_values(lite0
     assert pre.spec == "roi:graded:2+amp:8:2:2" and pre.cache_spec.endswith("#cam2")
     assert parse_pre("none+amp", lite0).spec == "none+amp:16:4:5"
     assert parse_pre("none+unseen+amp:4", lite0).spec == "none+unseen+amp:4:4:5"
+    # REACH appears in the spec (and the cache key) only when it is not the default, so older keys stay valid
+    assert parse_pre("none+amp:16:4:5:2", lite0).spec == "none+amp:16:4:5"
+    assert parse_pre("none+amp:16:4:1:6", lite0).spec == "none+amp:16:4:1:6"
     rgb = sample_image("chelsea")[:256, :256]
     base, amped = parse_pre("roi:graded:2", lite0)(rgb), pre(rgb)
     assert 0 < abs(amped.astype(int) - base.astype(int)).max() <= 9  # 8 levels, plus rounding
-    for bad in ("none+amp:0", "none+amp:100", "none+amp:8:4:2.5", "none+amp:8:4:5:1", "none+amp:x"):
+    for bad in ("none+amp:0", "none+amp:100", "none+amp:8:4:2.5", "none+amp:8:4:5:0",
+                "none+amp:8:4:5:1:1", "none+amp:8:4:5:65", "none+amp:x"):
         with pytest.raises(InputError):
             parse_pre(bad, lite0)
     with pytest.raises(InputError, match="classifier"):
         parse_pre("none+amp", None)
+
+
+@pytest.mark.weights
+def test_a_longer_reach_fills_more_of_the_ball_in_one_step(lite0, photos):
+    """One step of reach 2 saturates only where the low-passed gradient is above half its peak; reach 6 wherever it
+    is above a sixth: more of the picture moves by the full LEVELS, still inside the ball, still up the evidence
+    (though not more than reach 2 on these photos: the first step's gradient is not the whole ascent's)."""
+    classes = lite0.logits(photos).argmax(dim=1)
+    eps = 8 / 255
+    short = amplify_evidence(lite0, photos, levels=8.0, sigma=4.0, steps=1)
+    long = amplify_evidence(lite0, photos, levels=8.0, sigma=4.0, steps=1, reach=6.0)
+    assert long.abs().max() <= eps + 1e-6
+    full = [(d.abs() >= eps - 1e-4).float().mean().item() for d in (short, long)]
+    assert full[1] > 2 * full[0], full
+    assert (_margin(lite0, photos + long, classes) > _margin(lite0, photos, classes) + 0.5).all()
 
 
 @pytest.mark.weights

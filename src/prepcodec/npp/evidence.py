@@ -23,11 +23,12 @@ from prepcodec.errors import InputError
 from prepcodec.tasks.base import Task
 
 # LEVELS, SIGMA, STEPS chosen on 100 labelled imagenet-train images (docs/training.md, "Session 11"): the `+amp` spec's
-# defaults and the `roi-graded-amp` network's
-LEVELS, SIGMA, STEPS = 16.0, 4.0, 5
+# defaults and the `roi-graded-amp` network's. REACH: the ascent's whole path at the gradient's peak, in units of
+# LEVELS, split evenly over the steps (2: a 5-step ascent can reach the ball's edge where the gradient is half its peak)
+LEVELS, SIGMA, STEPS, REACH = 16.0, 4.0, 5, 2.0
 
 
-def check_evidence(levels: float, sigma: float, steps: int) -> None:
+def check_evidence(levels: float, sigma: float, steps: int, reach: float = REACH) -> None:
     """InputError for an amplification no one should ask for (the `+amp` spec and the NPP config share it)."""
     if not (0 < levels <= 64):
         raise InputError(f"evidence amplification: LEVELS (8-bit levels of change) must be in (0, 64], got {levels}")
@@ -35,6 +36,8 @@ def check_evidence(levels: float, sigma: float, steps: int) -> None:
         raise InputError(f"evidence amplification: SIGMA (the gradient's low-pass, px) must be in [0, 32], got {sigma}")
     if not (1 <= steps <= 20):
         raise InputError(f"evidence amplification: STEPS must be in [1, 20], got {steps}")
+    if not (0 < reach <= 64):
+        raise InputError(f"evidence amplification: REACH (the path's length in LEVELS) must be in (0, 64], got {reach}")
 
 
 EVIDENCE_KINDS = ("classification", "detection")
@@ -61,18 +64,19 @@ def evidence_direction(task: Task, x: torch.Tensor, reading: object, sigma: floa
 
 
 def amplify_evidence(task: Task, x: torch.Tensor, levels: float = LEVELS, sigma: float = SIGMA, steps: int = STEPS,
-                     reading: object | None = None) -> torch.Tensor:
+                     reading: object | None = None, reach: float = REACH) -> torch.Tensor:
     """The change δ (N, 3, H, W), |δ| ≤ levels/255, x + δ in [0, 1], that raises the task's log-likelihood of
     `reading` (default: what it reads on x itself): `steps` steps of projected ascent along the low-passed gradient,
-    each 2·levels/steps/255 long at the gradient's peak. Detached: the caller scales it, nothing differentiates it."""
-    check_evidence(levels, sigma, steps)
+    each reach·levels/steps/255 long at the gradient's peak (a longer reach saturates more of the ball in fewer
+    steps: one task pass each). Detached: the caller scales it, nothing differentiates it."""
+    check_evidence(levels, sigma, steps, reach)
     check_task(task)
     x = x.detach()
     eps = levels / 255.0
     reading = task.evidence_read(x) if reading is None else reading
     z = x
     for _ in range(steps):
-        z = z + (2.0 * eps / steps) * evidence_direction(task, z, reading, sigma)
+        z = z + (reach * eps / steps) * evidence_direction(task, z, reading, sigma)
         z = (x + (z - x).clamp(-eps, eps)).clamp(0.0, 1.0)
     return (z - x).detach()
 

@@ -15,11 +15,12 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
                               so cached results follow the weights, whatever the file is called
   SPEC+unseen                 (classifiers) SPEC, then what the classifier's resize + centre crop never reads
                               replaced by the read window's edge, replicated (`baselines.fill_unseen`)
-  SPEC+amp[:LEVELS[:SIGMA[:STEPS]]]
+  SPEC+amp[:LEVELS[:SIGMA[:STEPS[:REACH]]]]
                               (classifiers, detectors) SPEC, then the task model's own evidence amplified: at most
                               LEVELS 8-bit levels of change along its low-passed (SIGMA px) log-likelihood gradient,
-                              STEPS steps (`npp.evidence`; defaults 16, 4, 5) — of the classifier's top-1 class, of the
-                              detector's confident detections, both read on the *original*
+                              STEPS steps of REACH·LEVELS/STEPS each at the gradient's peak (`npp.evidence`; defaults
+                              16, 4, 5, 2) — of the classifier's top-1 class, of the detector's confident detections,
+                              both read on the *original*
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from prepcodec.npp import baselines
 from prepcodec.tasks.base import Task
 
 PRE_HELP = ("none | blur:SIGMA | bilateral:SIGMA_R[:SIGMA_S] | roi:blur:SIGMA[:CUT] | roi:flat:ALPHA[:CUT] | "
-            "roi:graded[:SIGMA_MAX] | npp:NAME|PATH, each optionally +unseen and/or +amp[:LEVELS[:SIGMA[:STEPS]]]")
+            "roi:graded[:SIGMA_MAX] | npp:NAME|PATH, each optionally +unseen and/or "
+            "+amp[:LEVELS[:SIGMA[:STEPS[:REACH]]]]")
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -141,7 +143,7 @@ def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float(
 
 
 UNSEEN = "+unseen"
-AMP = "amp"  # the evidence-amplification suffix: SPEC+amp[:LEVELS[:SIGMA[:STEPS]]] (defaults: npp.evidence)
+AMP = "amp"  # the evidence-amplification suffix: SPEC+amp[:LEVELS[:SIGMA[:STEPS[:REACH]]]] (defaults: npp.evidence)
 
 
 def _suffix(text: str) -> tuple[str, str] | None:
@@ -186,21 +188,24 @@ def _with_suffix(inner: Preprocessor, word: str, task: Task | None, spec: str) -
                          "classifier or detection task")
 
     parts = word.split(":")[1:]
-    if len(parts) > 3:
-        raise InputError(f"--pre {spec!r}: +amp takes at most LEVELS:SIGMA:STEPS ({PRE_HELP})")
+    if len(parts) > 4:
+        raise InputError(f"--pre {spec!r}: +amp takes at most LEVELS:SIGMA:STEPS:REACH ({PRE_HELP})")
     levels = _number(parts[0], "LEVELS", spec, 0.0, 64.0) if len(parts) > 0 else evidence.LEVELS
     sigma = _number(parts[1], "SIGMA", spec, 0.0, 32.0) if len(parts) > 1 else evidence.SIGMA
     steps_f = _number(parts[2], "STEPS", spec, 1.0, 20.0) if len(parts) > 2 else evidence.STEPS
     if steps_f != int(steps_f):
         raise InputError(f"--pre {spec!r}: STEPS must be a whole number, got {parts[2]}")
     steps = int(steps_f)
-    evidence.check_evidence(levels, sigma, steps)
+    reach = _number(parts[3], "REACH", spec, 0.0, 64.0) if len(parts) > 3 else evidence.REACH
+    evidence.check_evidence(levels, sigma, steps, reach)
 
     def amplified(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        delta = evidence.amplify_evidence(task, y, levels, sigma, steps, task.evidence_read(x))
+        delta = evidence.amplify_evidence(task, y, levels, sigma, steps, task.evidence_read(x), reach)
         return (y + delta).clamp(0.0, 1.0)
 
-    return _after(inner, f"+{AMP}:{levels:g}:{sigma:g}:{steps}", amplified)
+    # the default reach is left out of the canonical spec, so results cached before REACH existed keep their keys
+    tail = f":{reach:g}" if reach != evidence.REACH else ""
+    return _after(inner, f"+{AMP}:{levels:g}:{sigma:g}:{steps}{tail}", amplified)
 
 
 def parse_pre(spec: str, task: Task | None = None) -> Preprocessor:
