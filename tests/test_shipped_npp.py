@@ -120,3 +120,60 @@ def test_npp_list_names_what_a_grown_network_grew_from(cli):
     assert rows["npp:cls"]["grown_into"] == "roi-graded-amp" and "grown_from" not in rows["npp:cls-roi"]
     assert rows["npp:det"]["gain_fit"] == "32 training crops"  # det-E
     assert rows["npp:cls"]["gain_fit"] == "64 training crops" and "gain_fit" not in rows["npp:cls-roi"]  # cls-fit
+
+
+@pytest.mark.weights
+def test_npp_steps_sets_the_ascent_length_and_nothing_else(cli, tmp_path, sample_image):
+    """`prepcodec npp steps cls --steps 1`: the same weights (and so the same ROI part and fitted gains), a one-step
+    ascent (a fifth of the stage's cost); the JSON says where it came from; a network without the stage is refused."""
+    import json
+
+    from prepcodec.npp.preprocessors import to_tensor
+
+    if "cls" not in list_npps():
+        pytest.skip("npp:cls is not shipped")
+    out = tmp_path / "cls-s1.pt"
+    rc, _, err = cli("npp", "steps", "cls", "--steps", "1", "--out", str(out))
+    assert rc == 0, err
+    shipped, derived = load_npp("cls"), load_npp(str(out))
+    assert derived.model.config.evidence_steps == 1 and shipped.model.config.evidence_steps == 5
+    for key, value in shipped.model.state_dict().items():
+        assert torch.equal(value, derived.model.state_dict()[key]), key
+    assert derived.meta["training"]["steps_changed"] == {"from": "cls", "from_sha256": shipped.sha256,
+                                                         "from_steps": 5, "steps": 1}
+    x = to_tensor(sample_image("chelsea").copy())[..., :224, :224]
+    qp = torch.tensor([38.0])
+    with torch.no_grad():
+        five, one = shipped.model(x, qp), derived.model(x, qp)
+        base = shipped.model.roi.suppressed(x, qp)
+    assert torch.equal(base, derived.model.roi.suppressed(x, qp))  # the ROI part is the same network
+    gain = float(shipped.model.roi.gain(qp)[0].detach())
+    assert 0 < (one - base).abs().max() <= gain * 16 / 255 + 1e-5  # one step still moves, inside the ball
+    assert (one - five).abs().max() > 1 / 255  # and is not the five-step change
+    rows = {r["name"]: r for r in map(json.loads, cli("npp", "list", "--json")[1].splitlines())}
+    assert "steps_from" not in rows["npp:cls"]
+    rc, _, err = cli("npp", "steps", "cls-roi", "--steps", "1", "--out", str(tmp_path / "x.pt"))
+    assert rc != 0 and "no evidence stage" in err and not (tmp_path / "x.pt").exists()
+
+
+def test_the_cache_keys_a_network_by_its_weights_and_its_config(tmp_path):
+    """The same files under another name are the same network (same key); the same weights with another config
+    (here `npp steps`' ascent length, written by hand into a copy of the JSON) are not."""
+    import json
+    import shutil
+
+    from prepcodec.npp.preprocessors import npp_preprocessor
+    from prepcodec.npp.zoo import resolve
+
+    if "cls" not in list_npps():
+        pytest.skip("npp:cls is not shipped")
+    src = resolve("cls")
+    for stem in ("same", "other"):
+        shutil.copy(src, tmp_path / f"{stem}.pt")
+        shutil.copy(src.with_suffix(".json"), tmp_path / f"{stem}.json")
+    meta = json.loads((tmp_path / "other.json").read_text())
+    meta["config"]["evidence_steps"] = 2
+    (tmp_path / "other.json").write_text(json.dumps(meta))
+    shipped, same, other = (npp_preprocessor(str(p)) for p in (src, tmp_path / "same.pt", tmp_path / "other.pt"))
+    assert shipped.cache_spec == same.cache_spec and shipped.spec.split("@")[1] == other.spec.split("@")[1]
+    assert other.cache_spec != shipped.cache_spec

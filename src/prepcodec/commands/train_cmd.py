@@ -121,6 +121,9 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="one JSON object
         if "grown" in t:  # the trained network's summary, plus a stage added at its start (`npp grow`)
             row["grown_from"] = str(t["grown"].get("from_sha256", ""))[:12]
             row["grown_into"] = t["grown"].get("size")
+        if "steps_changed" in t:  # `npp steps`: the same weights, another ascent length
+            row["steps_from"] = str(t["steps_changed"].get("from_sha256", ""))[:12]
+            row["evidence_steps"] = t["steps_changed"].get("steps")
         if "gain_fit" in t:  # the evidence gain set per QP by scripts/probe_evidence_gain.py --fit, not trained
             row["gain_fit"] = f"{t['gain_fit'].get('crops')} training crops"
         typer.echo(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()))
@@ -172,6 +175,27 @@ def grow_cmd(npp: str = typer.Argument(..., help="a trained network: a shipped n
                          "new_stage": "evidence amplification at its start (gain 1 at every QP), not trained"}
     path = export_npp(grown, out, training=training)
     typer.echo(f"{path}: {npp} grown into {size} ({count_parameters(grown)} parameters; the new stage at its start)")
+
+
+@npp_app.command("steps")
+def steps_cmd(npp: str = typer.Argument(..., help="a network with an evidence stage: a shipped name or an exported "
+                                        ".pt"),
+              steps: int = typer.Option(..., "--steps", help="ascent steps of the evidence stage (1-20; the shipped "
+                                        "networks use 5)"),
+              out: Path = typer.Option(..., "--out", help="where to write the network (.pt + .json)")) -> None:
+    """Write the same network with its evidence stage's ascent set to --steps steps, every weight unchanged: each
+    step is one forward-and-backward pass of the task model, most of an evidence network's encoder cost. Its
+    training summary is the network's, with `steps_changed` added."""
+    from prepcodec.npp.model import with_evidence_steps
+    from prepcodec.npp.zoo import export_npp, load_npp
+
+    net = load_npp(npp)
+    derived = with_evidence_steps(net.model, steps)
+    training = dict(net.meta.get("training", {}))
+    training["steps_changed"] = {"from": npp, "from_sha256": net.sha256, "from_steps": net.model.config.evidence_steps,
+                                 "steps": steps}
+    path = export_npp(derived, out, training=training)
+    typer.echo(f"{path}: {npp} with {steps} ascent step(s) (was {net.model.config.evidence_steps}); weights unchanged")
 
 
 def register(app: typer.Typer) -> None:

@@ -613,6 +613,19 @@ def grow_npp(trained: NPP, size: str | NPPConfig) -> NPP:
     return grown
 
 
+def with_evidence_steps(trained: NPP, steps: int) -> NPP:
+    """`trained` with its evidence stage's ascent cut (or lengthened) to `steps` steps, every weight unchanged: the
+    stage's cost is one task forward-and-backward pass a step, so this is the encoder cost's dial
+    (docs/training.md, "Session 21"). InputError for a network without the stage."""
+    if not trained.config.evidence_levels:
+        raise InputError("this network has no evidence stage (evidence_levels = 0): there are no ascent steps to set")
+    c = trained.config
+    evidence.check_evidence(c.evidence_levels, c.evidence_sigma, steps)
+    derived = NPP(replace(c, evidence_steps=steps))
+    derived.load_state_dict(trained.state_dict())
+    return derived
+
+
 def config_dict(model: NPP) -> dict:
     """JSON-able config, saved beside weights."""
     return asdict(model.config)

@@ -11,8 +11,8 @@ Grammar (numbers in any float syntax; the canonical spec prints them with %g):
                               their sigmas scaled so the least attended pixels get SIGMA_MAX; default 4)
   npp:NAME|PATH               learned preprocessing network: a shipped name (`npp list`) or an exported .pt;
                               QP-aware (it is run at each level's HEVC-axis QP); its canonical spec carries the
-                              weights' content hash (npp:cls@1a2b3c4d5e6f), and its cache key that hash alone,
-                              so cached results follow the weights, whatever the file is called
+                              weights' content hash (npp:cls@1a2b3c4d5e6f), and its cache key that hash and its
+                              config's, so cached results follow the network, whatever the file is called
   SPEC+unseen                 (classifiers) SPEC, then what the classifier's resize + centre crop never reads
                               replaced by the read window's edge, replicated (`baselines.fill_unseen`)
   SPEC+amp[:LEVELS[:SIGMA[:STEPS[:REACH]]]]
@@ -109,7 +109,9 @@ class Preprocessor:
 
 
 def npp_preprocessor(name_or_path: str) -> Preprocessor:
-    """The learned NPP as a QP-aware preprocessor; spec `npp:<name or path>@<first 12 hex of its weights' sha256>`."""
+    """The learned NPP as a QP-aware preprocessor; spec `npp:<name or path>@<first 12 hex of its weights' sha256>`,
+    cache identity the weights' and the config's hashes (the same weights run with another config are another
+    network)."""
     from prepcodec.errors import WeightsMissing
     from prepcodec.npp.zoo import load_npp
 
@@ -129,7 +131,7 @@ def loaded_npp_preprocessor(net) -> Preprocessor:
 
     revision = baselines.CAM_REVISION if net.model.config.roi else ""
     return Preprocessor(f"npp:{net.name}@{net.sha256[:12]}", run, qp_aware=True, revision=revision,
-                        identity=f"npp@{net.sha256[:12]}")
+                        identity=f"npp@{net.sha256[:12]}.{net.config_digest[:8]}")
 
 
 def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float("inf")) -> float:

@@ -8,6 +8,7 @@ retrained network is never served an older network's numbers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -33,6 +34,13 @@ class LoadedNPP:
     name: str
     sha256: str
     meta: dict
+
+    @property
+    def config_digest(self) -> str:
+        """sha256 of the canonical JSON of the network's config: what its output depends on besides the weights
+        (`npp steps` writes the same weights with another ascent length), so the result cache keys both."""
+        text = json.dumps(asdict(self.model.config), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def list_npps(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
