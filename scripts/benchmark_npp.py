@@ -153,6 +153,7 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
     """`npp:cls`'s inference (the shipped network, memo off) on one real side² picture at QP 37, split into its
     parts, each timed on its own: what a cheaper encoder-side network would have to cut."""
     from prepcodec.npp.baselines import gaussian_blurs
+    from prepcodec.npp.evidence import TaskEvidence
     from prepcodec.npp.zoo import load_npp
 
     net = load_npp("npp:cls").model.eval()
@@ -180,6 +181,10 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
                                            background), repeats)),
                 ("evidence ascent (5 × Lite0 forward + backward)", timed(lambda: roi.evidence(base, reading),
                                                                          repeats))]
+        for steps in (2, 1):  # `prepcodec npp steps`: the same stage, shorter (docs/training.md, "Session 21")
+            ascent = TaskEvidence(roi.evidence.task, roi.evidence.levels, roi.evidence.sigma, steps)
+            rows.append((f"evidence ascent, {steps} step{'s' if steps > 1 else ''} ({steps} × Lite0 forward + "
+                         "backward)", timed(lambda a=ascent: a(base, reading), repeats)))
     return rows
 
 
