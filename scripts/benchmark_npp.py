@@ -181,7 +181,7 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
                                            background), repeats)),
                 ("evidence ascent (5 × Lite0 forward + backward)", timed(lambda: roi.evidence(base, reading),
                                                                          repeats))]
-        for steps in (2, 1):  # `prepcodec npp steps`: the same stage, shorter (docs/training.md, "Session 21")
+        for steps in (3, 1):  # `prepcodec npp steps`: the same stage, shorter (docs/training.md, "Session 21")
             ascent = TaskEvidence(roi.evidence.task, roi.evidence.levels, roi.evidence.sigma, steps)
             rows.append((f"evidence ascent, {steps} step{'s' if steps > 1 else ''} ({steps} × Lite0 forward + "
                          "backward)", timed(lambda a=ascent: a(base, reading), repeats)))
