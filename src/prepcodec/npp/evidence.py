@@ -67,8 +67,9 @@ def amplify_evidence(task: Task, x: torch.Tensor, levels: float = LEVELS, sigma:
                      reading: object | None = None, reach: float = REACH) -> torch.Tensor:
     """The change δ (N, 3, H, W), |δ| ≤ levels/255, x + δ in [0, 1], that raises the task's log-likelihood of
     `reading` (default: what it reads on x itself): `steps` steps of projected ascent along the low-passed gradient,
-    each reach·levels/steps/255 long at the gradient's peak (a longer reach saturates more of the ball in fewer
-    steps: one task pass each). Detached: the caller scales it, nothing differentiates it."""
+    each reach·levels/steps/255 long at the gradient's peak (a longer reach fills more of the ball per step but
+    re-aims less often: one step at reach 4 measured worse than at 2, docs/training.md "Session 21"). Detached: the
+    caller scales it, nothing differentiates it."""
     check_evidence(levels, sigma, steps, reach)
     check_task(task)
     x = x.detach()
