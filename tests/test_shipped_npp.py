@@ -177,3 +177,16 @@ def test_the_cache_keys_a_network_by_its_weights_and_its_config(tmp_path):
     shipped, same, other = (npp_preprocessor(str(p)) for p in (src, tmp_path / "same.pt", tmp_path / "other.pt"))
     assert shipped.cache_spec == same.cache_spec and shipped.spec.split("@")[1] == other.spec.split("@")[1]
     assert other.cache_spec != shipped.cache_spec
+
+
+@pytest.mark.weights
+def test_npp_cls_fast_is_npp_cls_with_three_ascent_steps():
+    """npp:cls-fast = `prepcodec npp steps cls --steps 3` (docs/training.md, "Session 21"): cls-fit's weights and
+    fitted gains unchanged, the evidence ascent 3 steps instead of 5 (~3/5 of the stage's cost)."""
+    if not {"cls", "cls-fast"} <= set(list_npps()):
+        pytest.skip("npp:cls / npp:cls-fast are not shipped")
+    shipped, fast = load_npp("cls"), load_npp("cls-fast")
+    assert fast.model.config.evidence_steps == 3 and shipped.model.config.evidence_steps == 5
+    for key, value in shipped.model.state_dict().items():
+        assert torch.equal(value, fast.model.state_dict()[key]), key
+    assert fast.meta["training"]["steps_changed"]["from_sha256"] == shipped.sha256
