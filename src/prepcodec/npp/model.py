@@ -619,9 +619,7 @@ def with_evidence_steps(trained: NPP, steps: int) -> NPP:
     (docs/training.md, "Session 21"). InputError for a network without the stage."""
     if not trained.config.evidence_levels:
         raise InputError("this network has no evidence stage (evidence_levels = 0): there are no ascent steps to set")
-    c = trained.config
-    evidence.check_evidence(c.evidence_levels, c.evidence_sigma, steps)
-    derived = NPP(replace(c, evidence_steps=steps))
+    derived = NPP(replace(trained.config, evidence_steps=steps))  # the config checks the steps
     derived.load_state_dict(trained.state_dict())
     return derived
 
