@@ -1,12 +1,15 @@
 """NPP costs on this CPU: where one training step's time goes, and the NPP's inference beside the hevc encode.
 
 Writes two sections of docs/benchmarks.md ("NPP training step", "NPP encoder cost"), or with `--roi-parts` only a
-third ("Where an ROI network's inference goes": `npp:cls` split into its parts); other sections are kept. A
+third ("Where an ROI network's inference goes": `npp:cls` split into its parts), or with `--pre-cost` only a fourth
+("Every preprocessor's cost beside the encode": any `eval --pre` spec, shipped networks and classical baselines
+alike, so saving and cost can be read side by side); other sections are kept. A
 benchmark, not a timed test: numbers depend on the machine and its load, so the sections record both. Every part
 is timed in the same process, one after the other, so the ratios compare like with like.
 
     .venv/bin/python scripts/benchmark_npp.py --repeats 5
     .venv/bin/python scripts/benchmark_npp.py --roi-parts --repeats 5
+    .venv/bin/python scripts/benchmark_npp.py --pre-cost none,blur:0.5,roi:graded,npp:cls-roi,npp:cls-fast,npp:cls
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from prepcodec.npp.model import NPP_SIZES, count_parameters, create_npp  # noqa:
 STEP = "## NPP training step"
 COST = "## NPP encoder cost"
 PARTS = "## Where an ROI network's inference goes"
+PRE_COST = "## Every preprocessor's cost beside the encode"
 
 
 def photo(h: int, w: int) -> np.ndarray:
@@ -188,6 +192,53 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
     return rows
 
 
+def device_preprocessor(spec: str, task):
+    """The preprocessor `eval --pre spec` runs, as a device that sees each picture once runs it: a shipped
+    network's read memo off (the memo only helps when the same picture comes back at another QP)."""
+    from prepcodec.npp.preprocessors import loaded_npp_preprocessor, parse_pre
+    from prepcodec.npp.zoo import load_npp
+
+    if not spec.strip().lower().startswith("npp:"):
+        return parse_pre(spec, task)
+    net = load_npp(spec.strip()[4:])
+    roi = getattr(net.model, "roi", None)
+    if roi is not None:
+        roi.memo = False
+    return loaded_npp_preprocessor(net)
+
+
+def pre_cost(repeats: int, specs: list[str], task_name: str) -> list[tuple]:
+    """Each spec's preprocessing (torch, no gradient but the one an evidence ascent takes, QP 37) vs one hevc
+    encode (eval preset, QP 37) of the same picture, at 224², 512² and 1080p."""
+    from prepcodec.tasks.registry import create_task
+
+    task = create_task(task_name)
+    pres = {spec: device_preprocessor(spec, task) for spec in specs}
+    codec = get_codec("hevc")
+    rows = []
+    for name, (h, w) in {"224²": (224, 224), "512²": (512, 512), "1080p": (1080, 1920)}.items():
+        rgb = photo(h, w)
+        t_enc = timed(lambda rgb=rgb: codec.encode(rgb, 37, "eval"), max(1, repeats // 2))
+        for spec, pre in pres.items():
+            t_pre = 0.0 if pre.is_identity else timed(lambda rgb=rgb, pre=pre: pre(rgb, 37.0), repeats)
+            rows.append((name, spec, t_pre, t_enc))
+    return rows
+
+
+def write_pre_cost(args, head: str) -> int:
+    """The PRE_COST section: `pre_cost` as a table, picture by picture."""
+    rows = pre_cost(args.repeats, [s.strip() for s in args.pre_cost.split(",") if s.strip()], args.task)
+    lines = [PRE_COST, "", head, f"Each `--pre` as `prepcodec eval --task {args.task}` runs it (uint8 in, uint8 out, "
+             "torch; a shipped network's read memo off, as on a device that sees each picture once), QP 37, beside "
+             "one x265 encode of the same picture (eval preset = veryslow, QP 37). The issue's goal for the NPP: "
+             "<= 10 % of the encode at 512².", "",
+             "| picture | `--pre` | ms | hevc encode ms | / encode |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {n} | `{spec}` | {t * 1e3:.1f} | {e * 1e3:.0f} | {100 * t / e:.1f} % |" for n, spec, t, e in rows]
+    write_section(args.out, "\n".join(lines) + "\n", PRE_COST)
+    print("\n".join(lines))
+    return 0
+
+
 def _ms(t: float) -> str:
     return "—" if math.isnan(t) else f"{t * 1e3:.0f}"
 
@@ -204,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=192)
     parser.add_argument("--sizes", default="small,small-blend,small-mask", help="NPP sizes for the encoder-cost table")
     parser.add_argument("--roi-parts", action="store_true", help="only the section splitting npp:cls's inference")
+    parser.add_argument("--pre-cost", default="", help="only the section timing these comma-separated --pre specs")
+    parser.add_argument("--task", default="effnet-lite0", help="the task model of --pre-cost's ROI and npp specs")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     command = sys.argv[1:] if argv is None else argv  # the header names the run as it was made
@@ -213,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(median of the repeats, one run).")
     if args.roi_parts:
         return write_roi_parts(args, head)
+    if args.pre_cost:
+        return write_pre_cost(args, head)
     parts = [] if args.skip_step else step_parts(args.repeats, args.batch, args.crop)
     lines = [STEP, "", head, f"One step = batch {args.batch} of {args.crop}² crops, QPs spread over 22-44.", "",
              "| part | seconds |", "|---|---:|"] + [f"| {n} | {t:.3f} |" for n, t in parts]
