@@ -67,6 +67,14 @@ def perturbed(size: str) -> torch.nn.Module:
     return net
 
 
+def without_memo(net: torch.nn.Module) -> torch.nn.Module:
+    """`net` with its ROI part's read memo off: timed on one picture again and again, the memo would serve the
+    attention from the warm-up and leave it out of every timing (a device sees each picture once)."""
+    if getattr(net, "roi", None) is not None:
+        net.roi.memo = False
+    return net
+
+
 def step_parts(repeats: int, batch: int, crop: int) -> list[tuple[str, float]]:
     """Seconds per part of one training step (batch x crop², real hevc fast preset in 2 workers)."""
     from prepcodec.proxy.zoo import load_proxy
@@ -135,7 +143,7 @@ def encoder_cost(repeats: int, sizes: list[str]) -> list[tuple]:
     import tempfile
 
     codec = get_codec("hevc")
-    nets = {size: perturbed(size).eval() for size in sizes}
+    nets = {size: without_memo(perturbed(size).eval()) for size in sizes}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runners = {size: onnx_runner(net, Path(tmp)) for size, net in nets.items()}
@@ -160,9 +168,8 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
     from prepcodec.npp.evidence import TaskEvidence
     from prepcodec.npp.zoo import load_npp
 
-    net = load_npp("npp:cls").model.eval()
+    net = without_memo(load_npp("npp:cls").model.eval())
     roi = net.roi
-    roi.memo = False  # every read recomputed, as on a device that sees each picture once
     x = torch.from_numpy(photo(side, side)).permute(2, 0, 1)[None].float() / 255
     qp = torch.tensor([37.0])
     with torch.no_grad():
@@ -201,9 +208,7 @@ def device_preprocessor(spec: str, task):
     if not spec.strip().lower().startswith("npp:"):
         return parse_pre(spec, task)
     net = load_npp(spec.strip()[4:])
-    roi = getattr(net.model, "roi", None)
-    if roi is not None:
-        roi.memo = False
+    without_memo(net.model)
     return loaded_npp_preprocessor(net)
 
 
@@ -274,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     if parts:
         write_section(args.out, "\n".join(lines) + "\n", STEP)
     cost = encoder_cost(args.repeats, args.sizes.split(","))
-    lines = [COST, "", head, "NPP inference (no gradient, the frozen trunk of the feature-guided sizes included) in "
+    lines = [COST, "", head, "NPP inference (no gradient, the frozen trunk of the feature-guided sizes included, a ROI "
+             "network's read memo off: every picture read afresh) in "
              "torch and in onnxruntime (the `prepcodec export onnx` graph, CPU provider), beside one x265 encode "
              "(eval preset = veryslow, QP 37) of the same picture; goal: NPP <= 10 % of the encode at 512².", "",
              "| picture | NPP | torch ms | onnxruntime ms | hevc encode ms | torch / encode | onnxruntime / encode |",
