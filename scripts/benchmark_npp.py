@@ -200,16 +200,14 @@ def roi_parts(repeats: int, side: int = 512) -> list[tuple[str, float]]:
 
 
 def device_preprocessor(spec: str, task):
-    """The preprocessor `eval --pre spec` runs, as a device that sees each picture once runs it: a shipped
+    """The preprocessor `eval --pre spec` runs, as a device that sees each picture once runs it: a learned
     network's read memo off (the memo only helps when the same picture comes back at another QP)."""
-    from prepcodec.npp.preprocessors import loaded_npp_preprocessor, parse_pre
-    from prepcodec.npp.zoo import load_npp
+    from prepcodec.npp.preprocessors import parse_pre
 
-    if not spec.strip().lower().startswith("npp:"):
-        return parse_pre(spec, task)
-    net = load_npp(spec.strip()[4:])
-    without_memo(net.model)
-    return loaded_npp_preprocessor(net)
+    pre = parse_pre(spec, task)
+    if pre.network is not None:
+        without_memo(pre.network)
+    return pre
 
 
 def pre_cost(repeats: int, specs: list[str], task_name: str) -> list[tuple]:

@@ -53,12 +53,13 @@ class Preprocessor:
     """rgb uint8 -> rgb uint8 before encoding. `qp` is the HEVC-QP-axis level (used by QP-aware NPPs only)."""
 
     def __init__(self, spec: str, fn: Callable[..., torch.Tensor] | None, qp_aware: bool = False,
-                 revision: str = "", identity: str | None = None) -> None:
+                 revision: str = "", identity: str | None = None, network: torch.nn.Module | None = None) -> None:
         self.spec = spec
         self._fn = fn
         self.qp_aware = qp_aware
         self.revision = revision
         self.identity = identity or spec  # what the output depends on (a network's weights, not its file's name)
+        self.network = network  # the learned NPP it runs, if any (a benchmark turns its read memo off)
 
     @property
     def cache_spec(self) -> str:
@@ -131,7 +132,7 @@ def loaded_npp_preprocessor(net) -> Preprocessor:
 
     revision = baselines.CAM_REVISION if net.model.config.roi else ""
     return Preprocessor(f"npp:{net.name}@{net.sha256[:12]}", run, qp_aware=True, revision=revision,
-                        identity=f"npp@{net.sha256[:12]}.{net.config_digest[:8]}")
+                        identity=f"npp@{net.sha256[:12]}.{net.config_digest[:8]}", network=net.model)
 
 
 def _number(text: str, what: str, spec: str, lo: float = 0.0, hi: float = float("inf")) -> float:
@@ -173,7 +174,7 @@ def _after(inner: Preprocessor, suffix: str, step: Step) -> Preprocessor:
         return step(x, inner.tensor(x, qp))
 
     return Preprocessor(inner.spec + suffix, run, qp_aware=inner.qp_aware, revision=inner.revision,
-                        identity=inner.identity + suffix)
+                        identity=inner.identity + suffix, network=inner.network)
 
 
 def _with_suffix(inner: Preprocessor, word: str, task: Task | None, spec: str) -> Preprocessor:
